@@ -9,6 +9,7 @@ import { writeFileSync } from "node:fs";
 import { createServer, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { join } from "node:path";
+import { cliNodeArgs } from "./cli-program.fixture.js";
 
 export interface FakeKubeApiOptions {
   /** The controller's endpoints its EndpointSlice lists, e.g. a fake control plane's. @default none */
@@ -139,7 +140,7 @@ const MAIN = join(import.meta.dirname, "main.ts");
 const REPO_ROOT = join(import.meta.dirname, "..", "..", "..");
 
 /**
- * Runs the CLI from source with `args` and only the Fast Sandbox and kubeconfig variables of `env`;
+ * Runs the CLI (its source, see cli-program.fixture.ts) with `args` and only the Fast Sandbox and kubeconfig variables of `env`;
  * as `kubectl fs` (the program name `kubectl-fs`, through an entry of that name in `directory`), or as
  * `fsb`. Killed after `killAfterMs`.
  */
@@ -150,16 +151,16 @@ export function runCli(
   args: string[],
   options: { killAfterMs?: number } = {},
 ): Promise<CliResult> {
-  let entry = MAIN;
+  let sourceEntry = MAIN;
   if (as === "kubectl-fs") {
-    entry = join(directory, "kubectl-fs.mts");
-    writeFileSync(entry, `import ${JSON.stringify(MAIN)};\n`);
+    sourceEntry = join(directory, "kubectl-fs.mts");
+    writeFileSync(sourceEntry, `import ${JSON.stringify(MAIN)};\n`);
   }
   const childEnv = withoutCliEnv();
   Object.assign(childEnv, { FSB_DATA_DIR: join(directory, "no-data-dir"), HOME: join(directory, "no-home") }, env);
   return new Promise((resolve, reject) => {
     const started = Date.now();
-    const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", entry, ...args], {
+    const child = spawn(process.execPath, cliNodeArgs(args, { as, sourceEntry }), {
       cwd: REPO_ROOT,
       env: childEnv,
       stdio: ["ignore", "pipe", "pipe"],

@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fakePool, fakeSandbox, startFakeControlPlane } from "./fake-control-plane.fixture.js";
 import { withoutCliEnv } from "./fake-kube-api.fixture.js";
+import { cliNodeArgs } from "./cli-program.fixture.js";
 
-const MAIN = join(import.meta.dirname, "main.ts");
 const REPO_ROOT = join(import.meta.dirname, "..", "..", "..");
 /** Nothing listens on port 1, so calls fail fast with ECONNREFUSED. */
 const UNREACHABLE = "http://127.0.0.1:1";
@@ -31,7 +31,7 @@ function fsbWith(extraEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code
   return new Promise((resolve, reject) => {
     const env = withoutCliEnv();
     Object.assign(env, extraEnv);
-    const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", MAIN, ...args], {
+    const child = spawn(process.execPath, cliNodeArgs(args), {
       cwd: REPO_ROOT,
       env,
       stdio: ["ignore", "pipe", "pipe"],
@@ -252,7 +252,7 @@ describe("fsb exit codes", () => {
         // Reads the first line and goes; the next line fsb writes fails, and that ends the follow.
         [["logs", "-f", "web"], "head -n 1"],
       ] as const) {
-        const command = [process.execPath, "--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", dataDir, ...args]
+        const command = [process.execPath, ...cliNodeArgs(["--url", controlPlane.url, "--data-dir", dataDir, ...args])]
           .map((word) => `'${word}'`)
           .join(" ");
         const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
@@ -317,7 +317,7 @@ describe("fsb exit codes", () => {
     try {
       const child = spawn(
         process.execPath,
-        ["--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", dataDir, "logs", "-f", "--tail", "3", "web"],
+        cliNodeArgs(["--url", controlPlane.url, "--data-dir", dataDir, "logs", "-f", "--tail", "3", "web"]),
         {
           cwd: REPO_ROOT,
           stdio: ["ignore", "pipe", "pipe"],

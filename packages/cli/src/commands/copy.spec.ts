@@ -16,11 +16,11 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { after, before, describe, it } from "node:test";
 import { fakeSandbox, startFakeControlPlane, type FakeControlPlane } from "../fake-control-plane.fixture.js";
+import { cliNodeArgs } from "../cli-program.fixture.js";
 import type { EntryInfo } from "@fast-sandbox/sdk";
 import { FsbError, ValidationError } from "@fast-sandbox/api";
 import { createPartialFile, partialPathOf, planDirectoryDownload } from "./copy.js";
 
-const MAIN = join(import.meta.dirname, "..", "main.ts");
 const API_TOKEN = "test-token-0123456789abcdef";
 
 /** `fsb` in a child process (signals reach it), its stderr collected. */
@@ -56,7 +56,7 @@ function standIns(daemon: http.RequestListener): { directory: string; fsb: (args
   const fsb = (args: string[]): FsbChild => {
     const env = { ...process.env };
     for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_PROXY_URL", "FSB_SANDBOX_URL", "NODE_TEST_CONTEXT"]) delete env[name];
-    const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", directory, ...args], {
+    const child = spawn(process.execPath, cliNodeArgs(["--url", controlPlane.url, "--data-dir", directory, ...args]), {
       env,
       stdio: ["ignore", "ignore", "pipe"],
     });
