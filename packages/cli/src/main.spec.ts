@@ -252,9 +252,7 @@ describe("fsb exit codes", () => {
         // Reads the first line and goes; the next line fsb writes fails, and that ends the follow.
         [["logs", "-f", "web"], "head -n 1"],
       ] as const) {
-        const command = [process.execPath, ...cliNodeArgs(["--url", controlPlane.url, "--data-dir", dataDir, ...args])]
-          .map((word) => `'${word}'`)
-          .join(" ");
+        const command = [process.execPath, ...cliNodeArgs(["--url", controlPlane.url, "--data-dir", dataDir, ...args])].map((word) => `'${word}'`).join(" ");
         const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
           const env = { ...process.env };
           for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR", "FSB_DEBUG", "KUBECONFIG", "NODE_TEST_CONTEXT"]) delete env[name];
@@ -315,14 +313,10 @@ describe("fsb exit codes", () => {
   it("logs -f --tail N follows after the last N lines, until Ctrl-C", async () => {
     const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
     try {
-      const child = spawn(
-        process.execPath,
-        cliNodeArgs(["--url", controlPlane.url, "--data-dir", dataDir, "logs", "-f", "--tail", "3", "web"]),
-        {
-          cwd: REPO_ROOT,
-          stdio: ["ignore", "pipe", "pipe"],
-        },
-      );
+      const child = spawn(process.execPath, cliNodeArgs(["--url", controlPlane.url, "--data-dir", dataDir, "logs", "-f", "--tail", "3", "web"]), {
+        cwd: REPO_ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       let stdout = "";
       child.stdout.on("data", (chunk: Buffer) => {
         stdout += chunk.toString();
