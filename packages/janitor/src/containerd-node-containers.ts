@@ -11,7 +11,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { FsbError } from "@fast-sandbox/api/core";
 import { ContainerdClient, LABEL_MANAGED, LABEL_RESTORED_FROM, isNotFound } from "@fast-sandbox/agent";
-import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
+import type { ManagedContainer, ManagedLease, ManagedSnapshot, NodeContainers } from "./node-containers.js";
 
 const SIGKILL = 9;
 const MANAGED_FILTER = `labels."${LABEL_MANAGED}"==true`;
@@ -138,6 +138,24 @@ class ContainerdNodeContainers implements NodeContainers {
       }
     }
     return snapshots;
+  }
+
+  async listLeases(): Promise<ManagedLease[]> {
+    const { leases } = await this.client.leases.list({ filters: [MANAGED_FILTER] });
+    return leases
+      .filter((lease) => lease.labels[LABEL_MANAGED] === "true")
+      .map((lease) => ({ id: lease.id, labels: { ...lease.labels }, changedAtMs: toMs(lease.createdAt) }));
+  }
+
+  async removeLease(id: string): Promise<boolean> {
+    try {
+      // sync: what only the lease kept (a pull's partial downloads and snapshots) goes now, not at a later collection.
+      await this.client.leases.delete({ id, sync: true }, { timeoutMs: 60_000 });
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
   }
 
   async removeTask(containerId: string): Promise<boolean> {

@@ -14,7 +14,7 @@ export { controlPlaneInventory } from "./control-plane-inventory.js";
 // client, which `fsb up` and `fsb down` import this entry without needing; janitor-process.ts
 // imports it when the janitor runs as the DaemonSet.
 export { systemClock, type Clock } from "./clock.js";
-export type { NodeContainers, ManagedContainer, ManagedSnapshot } from "./node-containers.js";
+export type { NodeContainers, ManagedContainer, ManagedLease, ManagedSnapshot } from "./node-containers.js";
 export type { NodeNetworks, NetworkAttachmentFacts } from "./node-networks.js";
 export { LocalNodeNetworks, type LocalNodeNetworksOptions } from "./local-node-networks.js";
 export { createContainerdNodeContainers, type ContainerdNodeContainersOptions } from "./containerd-node-containers.js";

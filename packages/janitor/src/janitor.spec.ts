@@ -13,6 +13,7 @@ import {
   LABEL_ROLE,
   LABEL_SANDBOX_ID,
   ROLE_PREPARED_INSTANCE,
+  ROLE_PULL_LEASE,
   ROLE_SHIM_ANCHOR,
   containerIdOf,
 } from "@fast-sandbox/agent";
@@ -20,7 +21,7 @@ import type { Clock } from "./clock.js";
 import { LocalHostLeftovers, type HostLeftovers, type LocalHostLeftoversOptions, type RemovedFile } from "./host-leftovers.js";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
 import { INVENTORY_RECHECK_MS, Janitor } from "./janitor.js";
-import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
+import type { ManagedContainer, ManagedLease, ManagedSnapshot, NodeContainers } from "./node-containers.js";
 import type { NetworkAttachmentFacts, NodeNetworks } from "./node-networks.js";
 import type { SandboxCgroupFacts } from "./orphans.js";
 
@@ -54,6 +55,7 @@ class FakeNode implements NodeContainers {
   readonly containerdNamespace = "ns";
   containers = new Map<string, FakeContainer>();
   snapshots = new Map<string, ManagedSnapshot>();
+  leases = new Map<string, ManagedLease>();
   calls: string[] = [];
   failTaskRemoval = false;
   failSnapshotRemoval = false;
@@ -76,6 +78,14 @@ class FakeNode implements NodeContainers {
   }
   listSnapshots(): Promise<ManagedSnapshot[]> {
     return Promise.resolve([...this.snapshots.values()]);
+  }
+  listLeases(): Promise<ManagedLease[]> {
+    return Promise.resolve([...this.leases.values()]);
+  }
+  removeLease(id: string): Promise<boolean> {
+    if (!this.leases.delete(id)) return Promise.resolve(false);
+    this.calls.push(`lease ${id}`);
+    return Promise.resolve(true);
   }
   removeTask(id: string): Promise<boolean> {
     this.onRemoveTask?.(id);
@@ -434,6 +444,39 @@ describe("Janitor.runPass", () => {
     assert.equal(result.failures, 1);
     assert.deepEqual(node.calls, []);
     assert.ok(host.cgroups.size === 0 && node.containers.has("a"));
+  });
+
+  it("removes the pull leases of an agent gone for a window (with what they alone kept), never a live agent's or a young one", async () => {
+    const { clock, node, inventory, janitor, old } = setup();
+    const leaseLabels = (agent: string) => ({ [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_ROLE]: ROLE_PULL_LEASE });
+    inventory.set(["live-0"], []);
+    node.leases.set("fsb-pull-dead", { id: "fsb-pull-dead", labels: leaseLabels("dead-0"), changedAtMs: old });
+    node.leases.set("fsb-pull-live", { id: "fsb-pull-live", labels: leaseLabels("live-0"), changedAtMs: old });
+    node.leases.set("fsb-pull-unknown-role", {
+      id: "fsb-pull-unknown-role",
+      labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: "dead-0", [LABEL_ROLE]: "other" },
+      changedAtMs: old,
+    });
+
+    // A lease is all that is left of dead-0: that makes it a candidate, whose absence starts now.
+    assert.deepEqual((await janitor.runPass()).removed, []);
+    clock.ms += WINDOW;
+    // One made just now (a pull of an agent of that name starting again would be in the inventory, but the window holds anyway).
+    node.leases.set("fsb-pull-young", { id: "fsb-pull-young", labels: leaseLabels("dead-0"), changedAtMs: clock.ms });
+    const result = await janitor.runPass();
+    assert.deepEqual(
+      result.removed.filter((object) => object.kind === "lease"),
+      [{ kind: "lease", reason: "agent_gone", containerdNamespace: "ns", agent: "dead-0", id: "fsb-pull-dead" }],
+    );
+    assert.equal(result.protectedOrphans, 1, "the young lease waits for a later pass");
+    assert.deepEqual([...node.leases.keys()].sort(), ["fsb-pull-live", "fsb-pull-unknown-role", "fsb-pull-young"]);
+    assert.match(await janitor.metrics.text(), /fsb_janitor_objects_removed_total\{kind="lease",reason="agent_gone"\} 1/);
+
+    clock.ms += WINDOW;
+    assert.deepEqual(
+      (await janitor.runPass()).removed.filter((object) => object.kind === "lease").map((object) => object.id),
+      ["fsb-pull-young"],
+    );
   });
 
   it("removes a managed snapshot whose container was never created", async () => {

@@ -102,7 +102,7 @@ export interface RemovedObject {
   kind: RemovedKind;
   reason: RemovalReason;
   containerdNamespace?: string;
-  /** Container id, snapshot key, path (cgroup directory, file, checkpoint directory) or network namespace id. */
+  /** Container id, snapshot key, lease id, path (cgroup directory, file, checkpoint directory) or network namespace id. */
   id: string;
   /** The agent whose object it was; absent for a pool's checkpoint directory (its pool's agents share it). */
   agent?: string;
@@ -209,14 +209,16 @@ export class Janitor {
   private async sweep(inventory: InventorySnapshot, result: PassResult, signal: AbortSignal | undefined): Promise<void> {
     const { nodes, host, networks } = this.options;
     // Listed after the inventory was read: anything created since is younger than the window.
-    const listings = await Promise.all(nodes.map(async (node) => ({ node, containers: await node.listContainers(), snapshots: await node.listSnapshots() })));
+    const listings = await Promise.all(
+      nodes.map(async (node) => ({ node, containers: await node.listContainers(), snapshots: await node.listSnapshots(), leases: await node.listLeases() })),
+    );
     const stateDirAgents = host ? await host.listAgentStateDirs() : [];
     const containerdNamespaces = new Set(nodes.map((node) => node.containerdNamespace));
     const attachments = ((await networks?.listAttachments()) ?? []).filter((attachment) => containerdNamespaces.has(attachment.containerdNamespace));
     /** Agents that own something in containerd or a sandbox network now, before this pass removes anything. */
     const owners = new Set(
       [
-        ...listings.flatMap(({ containers, snapshots }) => [...containers, ...snapshots].map((object) => object.labels[LABEL_AGENT] ?? "")),
+        ...listings.flatMap(({ containers, snapshots, leases }) => [...containers, ...snapshots, ...leases].map((object) => object.labels[LABEL_AGENT] ?? "")),
         ...attachments.map((attachment) => attachment.agent),
       ].filter((agent) => agent !== ""),
     );
@@ -248,7 +250,7 @@ export class Janitor {
     const remaining = new Map<string, Set<string>>();
     const remainingIn = new Set<string>();
     const within = (containerdNamespace: string, agent: string, sandboxId: string) => JSON.stringify([containerdNamespace, agent, sandboxId]);
-    for (const { node, containers, snapshots } of listings) {
+    for (const { node, containers, snapshots, leases } of listings) {
       const remain = (agent: string, sandboxId: string) => {
         const set = remaining.get(agent) ?? new Set<string>();
         set.add(sandboxId);
@@ -295,6 +297,24 @@ export class Janitor {
           !(await this.reclaimSnapshot(node, snapshot, verdict.reason, result))
         ) {
           remain(agent, sandboxIdOf({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }));
+        }
+      }
+      // A gone agent's pull leases (it was killed mid-pull and never started again): with them go the
+      // partial downloads and snapshots they alone kept.
+      for (const lease of leases) {
+        signal?.throwIfAborted();
+        const verdict = judge(lease, context);
+        if (verdict.action === "keep") {
+          if (verdict.why === "protected") result.protectedOrphans += 1;
+          continue;
+        }
+        const view = await latest();
+        if (!view || judge(lease, { ...view, nowMs, protectionMs: this.protectionMs }).action !== "remove") continue;
+        const base = { reason: verdict.reason, containerdNamespace: node.containerdNamespace, agent: lease.labels[LABEL_AGENT] ?? "" };
+        try {
+          if (await node.removeLease(lease.id)) this.removed(result, { ...base, kind: "lease", id: lease.id });
+        } catch (error) {
+          this.failed(result, verdict.reason, error, { ...base, lease: lease.id });
         }
       }
     }

@@ -9,7 +9,7 @@ import { ValidationError, withProbeRoutes } from "@fast-sandbox/api/core";
 import { ORPHAN_REASONS, type OrphanReason } from "./orphans.js";
 import type { PoolCheckpointReason } from "./pool-checkpoints.js";
 
-export type RemovedKind = "task" | "container" | "snapshot" | "cgroup" | "run_dir" | "log_file" | "fifo" | "state_dir" | "network" | "checkpoint_dir";
+export type RemovedKind = "task" | "container" | "snapshot" | "cgroup" | "run_dir" | "log_file" | "fifo" | "state_dir" | "network" | "checkpoint_dir" | "lease";
 
 /** Why a pass removed an object: an orphan's reason, or a gone pool's (its checkpoint directory). */
 export type RemovalReason = OrphanReason | PoolCheckpointReason;
@@ -31,7 +31,7 @@ export class JanitorMetrics {
   });
   private readonly objects = new Counter({
     name: "fsb_janitor_objects_removed_total",
-    help: "Objects removed (task, container, snapshot, cgroup, run_dir, log_file, fifo, state_dir: a gone agent's state directory, network: a sandbox's network namespace or the name of a gone agent's, checkpoint_dir: a gone pool's checkpoint directory or its namespace's once empty, reason pool_gone), by kind and reason.",
+    help: "Objects removed (task, container, snapshot, cgroup, run_dir, log_file, fifo, state_dir: a gone agent's state directory, network: a sandbox's network namespace or the name of a gone agent's, checkpoint_dir: a gone pool's checkpoint directory or its namespace's once empty, reason pool_gone, lease: a gone agent's pull lease with the partial downloads it alone kept), by kind and reason.",
     labelNames: ["kind", "reason"] as const,
     registers: [this.registry],
   });

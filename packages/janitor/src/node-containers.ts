@@ -25,6 +25,18 @@ export interface ManagedSnapshot {
   changedAtMs: number;
 }
 
+/**
+ * A managed containerd lease: an agent's pull holds what it downloads under one until it ends (the
+ * agent deletes it then, or its next start does). One whose agent never starts again would keep its
+ * partial downloads for the day until it expires.
+ */
+export interface ManagedLease {
+  id: string;
+  labels: Readonly<Record<string, string>>;
+  /** When it was created: the protection window runs from here. */
+  changedAtMs: number;
+}
+
 export interface NodeContainers {
   readonly containerdNamespace: string;
   /** The containers labelled `fast-sandbox.io/managed=true`. */
@@ -37,6 +49,10 @@ export interface NodeContainers {
   get(containerId: string): Promise<ManagedContainer | undefined>;
   /** The snapshots labelled `fast-sandbox.io/managed=true`. */
   listSnapshots(): Promise<ManagedSnapshot[]>;
+  /** The leases labelled `fast-sandbox.io/managed=true`. */
+  listLeases(): Promise<ManagedLease[]>;
+  /** Deletes the lease and collects at once what it alone kept; false when it was already gone. */
+  removeLease(id: string): Promise<boolean>;
   /** Kills every process of the container's task, waits for the exit and deletes the task; false when it had none. */
   removeTask(containerId: string): Promise<boolean>;
   /** False when it was already gone. */

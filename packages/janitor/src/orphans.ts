@@ -1,5 +1,6 @@
 /**
- * The janitor's decision, free of I/O: which managed containers and snapshots are orphans, and why.
+ * The janitor's decision, free of I/O: which managed containers, snapshots and pull leases are
+ * orphans, and why.
  *
  * An object is an orphan when its agent no longer exists, or (for a sandbox) when no sandbox record
  * holds its id. It is removed only once it is older than the protection window, which covers creates
@@ -11,7 +12,16 @@
  * the old Pod is deleted); containers without the UID label are judged by the name alone, as in the
  * embedded mode. Anything without the managed label is never an orphan.
  */
-import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, ROLE_PREPARED_INSTANCE, ROLE_SHIM_ANCHOR, sandboxIdOfContainer } from "@fast-sandbox/agent";
+import {
+  LABEL_AGENT,
+  LABEL_AGENT_UID,
+  LABEL_MANAGED,
+  LABEL_ROLE,
+  ROLE_PREPARED_INSTANCE,
+  ROLE_PULL_LEASE,
+  ROLE_SHIM_ANCHOR,
+  sandboxIdOfContainer,
+} from "@fast-sandbox/agent";
 import type { InventorySnapshot } from "./inventory.js";
 import type { NetworkAttachmentFacts } from "./node-networks.js";
 
@@ -24,9 +34,9 @@ export type KeepReason = "unmanaged" | "no_agent_label" | "unknown_role" | "in_u
 
 export type Verdict = { action: "remove"; reason: OrphanReason } | { action: "keep"; why: KeepReason; orphanReason?: OrphanReason };
 
-/** What the decision looks at: a container or a snapshot. */
+/** What the decision looks at: a container, a snapshot or a lease. */
 export interface ManagedObjectFacts {
-  /** Container id or snapshot key. */
+  /** Container id, snapshot key or lease id. */
   id: string;
   labels: Readonly<Record<string, string>>;
   /** Creation or last update: the protection window runs from here. */
@@ -76,6 +86,9 @@ export function judge(object: ManagedObjectFacts, context: JudgeContext): Verdic
   let reason: OrphanReason | undefined;
   if (role === ROLE_SHIM_ANCHOR) {
     if (agentGone) reason = "anchor_orphaned";
+  } else if (role === ROLE_PULL_LEASE) {
+    // A pull's lease: its agent deletes it when the pull ends, or at its next start.
+    if (agentGone) reason = "agent_gone";
   } else if (role === ROLE_PREPARED_INSTANCE) {
     // Unclaimed: no record names it; it lives as long as its agent — unless its container is gone
     // (a prepare cut short by a crash or a containerd restart): no agent keeps such a snapshot.

@@ -9,10 +9,11 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { destination, pino } from "pino";
+import { ContainerdClient } from "@fast-sandbox/agent";
 import { createAgentClient, type AgentClient, type AgentSandboxSpec } from "@fast-sandbox/controlplane";
 import { Janitor, LocalHostLeftovers, controlPlaneInventory, createContainerdNodeContainers, type NodeContainers } from "@fast-sandbox/janitor";
 import { startAgentProcess } from "../../support/agent-process.js";
@@ -121,6 +122,11 @@ function ctrRun(namespace: string, id: string, labels: Record<string, string>): 
   ctr(namespace, "run", "-d", ...Object.entries(labels).flatMap(([key, value]) => ["--label", `${key}=${value}`]), BASE_IMAGE, id, "sleep", "3600");
 }
 
+/** A pull's lease, labelled as an agent's ImagePuller labels it. */
+function pullLease(namespace: string, id: string, agent: string): void {
+  ctr(namespace, "leases", "create", "--id", id, "fast-sandbox.io/managed=true", `fast-sandbox.io/agent=${agent}`, "fast-sandbox.io/role=pull-lease");
+}
+
 const managedBy = (agent: string, sandboxId: string) => ({
   "fast-sandbox.io/managed": "true",
   "fast-sandbox.io/agent": agent,
@@ -156,6 +162,13 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     ghost?.process.kill("SIGKILL");
     ghost?.client.close();
     node?.close();
+    if (embedded) {
+      try {
+        ctr(embedded.containerdNamespace, "leases", "rm", "fsb-pull-live");
+      } catch {
+        // never made (an earlier step failed)
+      }
+    }
     await embedded?.stop();
     await removeCtrFifos(["stray-old", "stray-young", "imposter", "plain"]);
   });
@@ -203,6 +216,22 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     ctrRun(ns, "imposter", { "fast-sandbox.io/agent": "ghost-0", "fast-sandbox.io/sandbox-id": "imposter" });
     ctrRun(ns, "plain", {});
     const untouchable = ["imposter", "plain", keptContainer, ...liveAnchors, ...liveStock];
+    // Pull leases, as an agent's pulls make them: one the ghost was killed in, holding a blob it had
+    // downloaded (nothing else references it), and one of the live agent (a pull under way).
+    const download = randomBytes(64);
+    const downloaded = `sha256:${createHash("sha256").update(download).digest("hex")}`;
+    pullLease(ns, "fsb-pull-ghost", "ghost-0");
+    pullLease(ns, "fsb-pull-live", "live-0");
+    const containerd = new ContainerdClient({ namespace: ns });
+    try {
+      await containerd.leases.addResource({ id: "fsb-pull-ghost", resource: { id: downloaded, type: "content" } });
+    } finally {
+      containerd.close();
+    }
+    execFileSync("ctr", ["-n", ns, "content", "ingest", "--expected-digest", downloaded, "--expected-size", String(download.length), "ghost-download"], {
+      input: download,
+    });
+    assert.ok(ctr(ns, "content", "ls", "-q").includes(downloaded), "the lease keeps the ghost's download");
     const afterStrays = Date.now();
 
     // First pass, as if right when the ghost started: its absence begins, everything is too young.
@@ -236,6 +265,11 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     assert.equal(removedOf("fifo").filter((path) => !path.startsWith("/run/containerd/fifo/")).length, 2);
     assert.deepEqual(containerdFifos("stray-old"), []);
     assert.ok(containerdFifos("plain").length >= 3, "the FIFOs of a container left alone stay");
+    // The ghost's pull lease went, and with it (at once: the removal collects synchronously) its download; the live agent's stays.
+    assert.deepEqual(removedOf("lease"), ["fsb-pull-ghost"]);
+    const leases = ctr(ns, "leases", "ls", "-q").split("\n");
+    assert.ok(!leases.includes("fsb-pull-ghost") && leases.includes("fsb-pull-live"), `leases: ${leases.join(", ")}`);
+    assert.ok(!ctr(ns, "content", "ls", "-q").includes(downloaded), "the ghost's download is collected with its lease");
 
     // containerd's own view.
     const leftContainers = containers(ns);

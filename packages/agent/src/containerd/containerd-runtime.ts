@@ -107,7 +107,7 @@ export const LABEL_HELPER = "fast-sandbox.io/helper";
  * execs run as before (root).
  */
 export const LABEL_HELPER_EXEC_AS = "fast-sandbox.io/helper-exec-as";
-/** Marks infrastructure containers of an agent (value `shim-anchor`); they are not sandboxes. */
+/** Marks an agent's infrastructure (containers, snapshots, pull leases) that is no sandbox: its value says what it is. */
 export const LABEL_ROLE = "fast-sandbox.io/role";
 /** How many times an agent's start makes a shim anchor whose start fails before it gives up. */
 const ANCHOR_START_ATTEMPTS = 3;
@@ -123,6 +123,8 @@ export const LEFTOVER_LOG_GRACE_MS = 60_000;
 const CHECKPOINT_POLL_MS = 500;
 /** Value of LABEL_ROLE on an agent's shim anchors (`fsb-anchor.<agent>.<n>`). */
 export const ROLE_SHIM_ANCHOR = "shim-anchor";
+/** Value of LABEL_ROLE on an agent's pull leases (ImagePuller): the janitor removes those of a gone agent. */
+export const ROLE_PULL_LEASE = "pull-lease";
 /** When an agent (re)started last adopted this anchor. */
 export const LABEL_ADOPTED_AT = "fast-sandbox.io/adopted-at";
 /** Isolated sandboxes: their address on the node's sandbox bridge. */
@@ -447,7 +449,9 @@ export class ContainerdRuntime implements Runtime {
       client: this.client,
       snapshotter: this.snapshotter,
       ...(options.registryConfigPath ? { registryConfigPath: options.registryConfigPath } : {}),
-      leaseLabels: { [LABEL_AGENT]: this.agentName },
+      // The janitor's too: a lease of an agent that never starts again (its pool deleted, its Pod
+      // replaced under another name) is removed once the agent is gone, not a day later.
+      leaseLabels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, [LABEL_ROLE]: ROLE_PULL_LEASE, ...this.agentUidLabel() },
       logger: this.logger,
     });
     this.images = new PullingImageResolver(
