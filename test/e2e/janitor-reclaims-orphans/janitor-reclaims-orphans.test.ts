@@ -162,11 +162,12 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     ghost?.process.kill("SIGKILL");
     ghost?.client.close();
     node?.close();
-    if (embedded) {
+    // The case's pull leases: the live agent's always, the ghost's when the case failed before the janitor took it.
+    for (const lease of ["fsb-pull-live", "fsb-pull-ghost"]) {
       try {
-        ctr(embedded.containerdNamespace, "leases", "rm", "fsb-pull-live");
+        if (embedded) ctr(embedded.containerdNamespace, "leases", "rm", "--sync", lease);
       } catch {
-        // never made (an earlier step failed)
+        // gone, or never made
       }
     }
     await embedded?.stop();
