@@ -35,13 +35,17 @@ RUN nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")" \
 COPY tsconfig.base.json tsconfig.json ./
 COPY packages packages
 COPY scripts/build-helper.sh scripts/
-# Sources are removed once built; so is the in-sandbox daemon's Go module with its binary, which the
-# final stage copies from the build context to /opt/fast-sandbox/bin (the image held it twice).
+# One build for the three images, the same instructions in each Dockerfile, so that buildah --layers
+# runs it once for all three: the static in-sandbox helper (the agent image's), the packages the
+# controller needs (api, agent, janitor, sdk and controlplane: the others' too), the production
+# dependencies. Sources are removed once built; so is the in-sandbox daemon's Go module but for its
+# version (the controller's E2B API reports it), as the agent's final stage copies its binary from
+# the build context to /opt/fast-sandbox/bin.
 RUN bash scripts/build-helper.sh \
-  && npx tsc -b packages/agent \
+  && npx tsc -b packages/controlplane \
   && npm prune --omit=dev --no-audit --no-fund \
   && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} + \
-  && rm -rf packages/envd
+  && find packages/envd -mindepth 1 -maxdepth 1 ! -name version.json -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
 # Isolated sandboxes' networks (packages/agent/src/network): the CNI plugins (in /usr/lib/cni),

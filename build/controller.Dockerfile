@@ -30,11 +30,15 @@ RUN nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")" \
   && npm ci --no-audit --no-fund
 COPY tsconfig.base.json tsconfig.json ./
 COPY packages packages
-# Sources are removed once built, and the in-sandbox daemon's Go module (only the agent image has
-# its binary, copied from the build context) but for its version.json: the E2B-compatible API
-# reports that version to E2B's SDKs (packages/controlplane/src/e2b/envd-version.ts) and the
-# controller does not start without it.
-RUN npx tsc -b packages/controlplane \
+COPY scripts/build-helper.sh scripts/
+# One build for the three images, the same instructions in each Dockerfile, so that buildah --layers
+# runs it once for all three: the static in-sandbox helper (the agent image's), the packages the
+# controller needs (api, agent, janitor, sdk and controlplane: the others' too), the production
+# dependencies. Sources are removed once built; so is the in-sandbox daemon's Go module but for its
+# version (the controller's E2B API reports it), as the agent's final stage copies its binary from
+# the build context to /opt/fast-sandbox/bin.
+RUN bash scripts/build-helper.sh \
+  && npx tsc -b packages/controlplane \
   && npm prune --omit=dev --no-audit --no-fund \
   && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} + \
   && find packages/envd -mindepth 1 -maxdepth 1 ! -name version.json -exec rm -rf {} +
