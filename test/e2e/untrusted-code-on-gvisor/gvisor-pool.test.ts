@@ -1,11 +1,31 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Connection, FastSandbox } from "@fast-sandbox/sdk";
 import { recordedContainerOfSandbox, runningTasks } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 import { sandboxCgroup } from "../../support/sandbox-cgroup.js";
 import { GVISOR_PIDS_HEADROOM } from "../../../packages/agent/src/containerd/oci-spec.js";
+
+/** Starts a thread, then tries a vsock socket; prints what happened to each. */
+const PROBE_SOURCE = `#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/socket.h>
+static void *run(void *arg) { return arg; }
+int main(void) {
+  pthread_t thread;
+  int failed = pthread_create(&thread, NULL, run, NULL);
+  printf("pthread_create: %d\\n", failed);
+  if (!failed) pthread_join(thread, NULL);
+  int fd = socket(40 /* AF_VSOCK */, SOCK_STREAM, 0);
+  if (fd < 0) printf(errno == 97 ? "vsock: refused (errno 97)\\n" : "vsock: refused\\n"); else printf("vsock: socket %d\\n", fd);
+  return 0;
+}
+`;
 
 /** A pool's `pids` below what gVisor's own threads take on the host (~80 idle here). */
 const SMALL_PIDS = 16;
@@ -19,6 +39,7 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
       pools: [
         pool("untrusted", { maxSandboxesPerPod: 2, runtimeType: "gvisor" }),
         pool("few-pids", { maxSandboxesPerPod: 1, runtimeType: "gvisor", sandboxResources: { pids: SMALL_PIDS } }),
+        pool("runc", { maxSandboxesPerPod: 1 }),
       ],
     });
   });
@@ -65,6 +86,43 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
     assert.ok(stats.cpuUsageNanos > 0 && stats.pids >= 1, JSON.stringify(stats));
     await client.sandboxes.delete(sandbox.metadata.name);
     assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
+  });
+
+  it("its command's processes start threads (glibc 2.34+ clone3) and are refused vsock sockets, as a runc sandbox's are", async () => {
+    // A static glibc program (this host's gcc): pthread_create tries clone3 first, and falls back to
+    // clone on ENOSYS only; then socket(AF_VSOCK), which the profile refuses.
+    const work = mkdtempSync(join(tmpdir(), "fsb-gvisor-threads-"));
+    try {
+      writeFileSync(join(work, "probe.c"), PROBE_SOURCE);
+      execFileSync("gcc", ["-static", "-O2", "-pthread", "-o", join(work, "probe"), join(work, "probe.c")]);
+      const probe = readFileSync(join(work, "probe"));
+      const connection = new Connection({ url: embedded.controlPlane.url, token: embedded.token });
+      const results: Record<string, string> = {};
+      try {
+        for (const poolName of ["untrusted", "runc"]) {
+          // The command tree, not an exec (a gVisor sandbox's execs run without the profile): it waits for the probe, then runs it.
+          const waitThenRun =
+            "while [ ! -x /tmp/probe ]; do sleep 0.1; done; /tmp/probe > /tmp/probe.out 2>&1; mv /tmp/probe.out /tmp/probe.done; exec sleep 3600";
+          const sandbox = await FastSandbox.create({ connection, pool: poolName, command: ["sh", "-c", waitThenRun] });
+          try {
+            await sandbox.files.write("/tmp/probe.upload", new Uint8Array(probe));
+            await sandbox.commands.run("chmod 755 /tmp/probe.upload && mv /tmp/probe.upload /tmp/probe");
+            await waitFor(() => sandbox.files.exists("/tmp/probe.done"), 20_000, `${poolName}: the probe's end`);
+            results[poolName] = String(await sandbox.files.read("/tmp/probe.done"));
+          } finally {
+            await sandbox.kill();
+          }
+        }
+      } finally {
+        connection.close();
+      }
+      assert.match(results.untrusted ?? "", /^pthread_create: 0$/m, results.untrusted);
+      assert.match(results.untrusted ?? "", /^vsock: refused$/m, results.untrusted);
+      assert.match(results.runc ?? "", /^pthread_create: 0$/m, results.runc);
+      assert.match(results.runc ?? "", /^vsock: refused \(errno 97\)$/m, results.runc);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 
   it("a pool's small pids limit leaves gVisor's own threads room: the sandbox runs and starts processes, its host limit the pool's plus gVisor's", async () => {

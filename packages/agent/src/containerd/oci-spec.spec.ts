@@ -329,6 +329,31 @@ describe("buildOciSpec", () => {
     });
   });
 
+  it("refuses vsock sockets (they pass by the network namespace), and leaves clone3 to a gVisor sandbox's kernel (Debian's runsc would make it EPERM: no threads)", () => {
+    const rules = (runtimeType: "container" | "gvisor") => buildOciSpec(sandbox({ runtimeType }), image, options).linux.seccomp?.syscalls ?? [];
+    for (const runtimeType of ["container", "gvisor"] as const) {
+      const vsock = rules(runtimeType).find((rule) => rule.names.includes("socket"));
+      assert.deepEqual(vsock && { action: vsock.action, errnoRet: vsock.errnoRet, args: vsock.args }, {
+        action: "SCMP_ACT_ERRNO",
+        errnoRet: 97,
+        args: [{ index: 0, value: 40, op: "SCMP_CMP_EQ" }],
+      });
+    }
+    assert.deepEqual(
+      rules("container").find((rule) => rule.names.includes("clone3")),
+      { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: 38 },
+      "runc: ENOSYS, glibc falls back to clone, whose flags the filter sees",
+    );
+    assert.equal(
+      rules("gvisor").find((rule) => rule.names.includes("clone3")),
+      undefined,
+    );
+    assert.ok(
+      rules("gvisor").some((rule) => rule.names.includes("clone") && rule.args),
+      "clone with CLONE_NEWUSER stays refused",
+    );
+  });
+
   it("puts the sandbox into the agent's shim group", () => {
     assert.equal(buildOciSpec(sandbox(), image, options).annotations[SHIM_GROUP_ANNOTATION], "agent-1");
   });

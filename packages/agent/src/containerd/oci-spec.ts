@@ -456,7 +456,7 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     namespaces,
     maskedPaths: [...MASKED_PATHS],
     readonlyPaths: [...READONLY_PATHS],
-    seccomp: defaultSeccompProfile(),
+    seccomp: defaultSeccompProfile({ gvisor: spec.runtimeType === "gvisor" }),
   };
   if (options.cgroupsPath !== undefined) linux.cgroupsPath = options.cgroupsPath;
 

@@ -14,7 +14,15 @@
  *
  * clone is allowed unless it asks for a new user namespace (unprivileged user namespaces are the
  * usual privilege escalation path); clone3 passes its flags in memory seccomp cannot inspect, so it
- * fails with ENOSYS and libc falls back to clone.
+ * fails with ENOSYS and libc falls back to clone. Not so in a gVisor sandbox's profile (runsc
+ * applies it inside its own kernel, `--oci-seccomp`): Debian 12's runsc returns EPERM for every
+ * errno rule, whatever its errnoRet, and glibc 2.34+ falls back to clone on ENOSYS only, so
+ * pthread_create failed there (threads of Python, Node.js, Java…). Its kernel has no clone3 and
+ * answers ENOSYS itself; a current runsc's has one, whose namespaces are the Sentry's own.
+ *
+ * socket(AF_VSOCK) fails with EAFNOSUPPORT (as on a kernel without vsock): vsock is not in the
+ * network namespace, so it would reach the hypervisor's and the host's vsock services past the
+ * sandbox's network and egress rules.
  */
 
 export interface SeccompRule {
@@ -25,7 +33,7 @@ export interface SeccompRule {
     index: number;
     value: number;
     valueTwo?: number;
-    op: "SCMP_CMP_MASKED_EQ";
+    op: "SCMP_CMP_MASKED_EQ" | "SCMP_CMP_EQ";
   }[];
 }
 
@@ -38,6 +46,8 @@ export interface SeccompProfile {
 
 const EPERM = 1;
 const ENOSYS = 38;
+const EAFNOSUPPORT = 97;
+const AF_VSOCK = 40;
 const CLONE_NEWUSER = 0x10000000;
 
 export const DENIED_SYSCALLS: readonly string[] = [
@@ -95,7 +105,12 @@ export const DENIED_SYSCALLS: readonly string[] = [
 
 export const IO_URING_SYSCALLS: readonly string[] = ["io_uring_setup", "io_uring_enter", "io_uring_register"];
 
-export function defaultSeccompProfile(): SeccompProfile {
+export interface SeccompProfileOptions {
+  /** The profile of a gVisor sandbox: no clone3 rule (see the file comment). @default false */
+  gvisor?: boolean;
+}
+
+export function defaultSeccompProfile(options: SeccompProfileOptions = {}): SeccompProfile {
   return {
     defaultAction: "SCMP_ACT_ALLOW",
     architectures: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -105,7 +120,8 @@ export function defaultSeccompProfile(): SeccompProfile {
         action: "SCMP_ACT_ERRNO",
         errnoRet: EPERM,
       },
-      { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS },
+      ...(options.gvisor ? [] : [{ names: ["clone3"], action: "SCMP_ACT_ERRNO" as const, errnoRet: ENOSYS }]),
+      { names: ["socket"], action: "SCMP_ACT_ERRNO", errnoRet: EAFNOSUPPORT, args: [{ index: 0, value: AF_VSOCK, op: "SCMP_CMP_EQ" }] },
       // io_uring: a large kernel attack surface (Docker and ChromeOS block it too); ENOSYS, so
       // runtimes that try it (libuv, Tokio) fall back to ordinary syscalls as on an older kernel.
       { names: [...IO_URING_SYSCALLS], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS },
