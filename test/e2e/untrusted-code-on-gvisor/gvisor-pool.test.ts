@@ -80,6 +80,13 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
     assert.match(moved.stdout + moved.stderr, /busy/i, JSON.stringify(moved));
     assert.match(moved.stdout, /^mv=[1-9]/m, JSON.stringify(moved));
     assert.match(moved.stdout, /^helper$/m, JSON.stringify(moved));
+    // runsc's control socket (Debian's runsc: abstract, `@runsc-sandbox.<id>`, root and nobody let in)
+    // is in runsc's own network namespace, out of reach of the host's processes (and of the runc
+    // sandboxes that share the host's network).
+    const containerId = await recordedContainerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? "");
+    const socket = `@runsc-sandbox.${containerId}`;
+    assert.ok(!readFileSync("/proc/net/unix", "utf8").includes(socket), `${socket} is in the host's network namespace`);
+    assert.ok(execFileSync("ip", ["netns", "exec", "fsb-runsc", "cat", "/proc/net/unix"], { encoding: "utf8" }).includes(socket), `${socket} is in fsb-runsc`);
     // Its agent reads the cgroup runsc put the whole sandbox in (the Sentry and gofer included).
     const stats = await client.sandboxes.stats(sandbox.metadata.name);
     assert.ok(stats.memoryUsedBytes > 1 << 20, `memory ${stats.memoryUsedBytes}`);

@@ -63,7 +63,7 @@ import { ContainerdClient, quoteFilterValue } from "./containerd-client.js";
 import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { ExecFifos } from "./exec-fifos.js";
 import { ExecFiles } from "./exec-files.js";
-import { writeRunscOwnNetnsWrapper, writeRunscWrapper } from "./gvisor-binary.js";
+import { RUNSC_NETNS, writeRunscOwnNetnsWrapper, writeRunscWrapper } from "./gvisor-binary.js";
 import { probeRunscFeatures, type RunscFeatures } from "./runsc-features.js";
 import { readRunFile } from "./run-file.js";
 import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OVERLAY_MEMORY, moveRunDir, withoutGoTrace } from "./checkpoints.js";
@@ -94,6 +94,7 @@ import { detectCgroupLayout, killCgroupProcesses, readCgroupUsage, readOomKillCo
 import type { SandboxNetworkSettings } from "../network/network-settings.js";
 import type { SharedNetwork } from "../shared-network.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
+import { IpNetworkNamespaces } from "../network/network-namespace.js";
 
 /** Label carrying the image reference of a sandbox. */
 export const LABEL_IMAGE = "fast-sandbox.io/image";
@@ -1227,6 +1228,23 @@ export class ContainerdRuntime implements Runtime {
     return best;
   }
 
+  /**
+   * runsc's network namespace (gvisor-binary.ts), before anything of a gVisor sandbox runs: made
+   * here, where the agent's iproute2 is (a Kubernetes node running the wrappers may lack one; they
+   * make it themselves otherwise). Never removed: it holds nothing but runsc's control sockets.
+   */
+  private async makeRunscNetns(): Promise<void> {
+    const namespaces = new IpNetworkNamespaces();
+    if (namespaces.exists(RUNSC_NETNS)) return;
+    try {
+      await namespaces.create(RUNSC_NETNS);
+    } catch (error) {
+      // Another agent made it meanwhile; or no iproute2 here: the wrappers try, and say so if they cannot.
+      if (!namespaces.exists(RUNSC_NETNS))
+        this.logger.warn({ err: error }, `could not make runsc's network namespace ${RUNSC_NETNS}; gVisor sandboxes make it as they start`);
+    }
+  }
+
   private agentUidLabel(): Record<string, string> {
     return this.agentUid ? { [LABEL_AGENT_UID]: this.agentUid } : {};
   }
@@ -1586,6 +1604,7 @@ export class ContainerdRuntime implements Runtime {
    * them). Without the helper there are no anchors and no shim sharing.
    */
   async prepare(): Promise<void> {
+    await this.makeRunscNetns();
     // The exec files a previous process left: their reader is gone, and so is every such exec.
     const leftovers = await this.execFiles.removeLeftovers();
     if (leftovers.length > 0) this.logger.info({ files: leftovers.length }, "removed the exec FIFOs and output files a previous agent process left");

@@ -33,6 +33,19 @@
  * any in its image's layers, whose other end nothing on the host holds. A task stuck opening one
  * ignores the Sentry's SIGKILL and `runsc kill --all` hangs on it: a delete then kills the
  * sandbox's host processes through its cgroup (containerd-runtime.ts, stopTask).
+ *
+ * Both run runsc in the network namespace `fsb-runsc` (`/run/netns/fsb-runsc`, made by the agent's
+ * start and, should it be gone, by the wrapper), never in the shim's, the host's: Debian 12's runsc
+ * serves each sandbox's control API (urpc: run a process as root with every capability, signal,
+ * checkpoint to a descriptor the caller passes) on an abstract unix socket, `@runsc-sandbox.<id>`,
+ * which has no file permissions and lives in the network namespace of whoever ran `runsc create`;
+ * it lets in root and the Sentry's uid (65534, nobody). In the host's namespace every root process
+ * of it could take any gVisor sandbox over, a runc sandbox in the host's network (Shared, embedded)
+ * included, and so could anything running as nobody. In `fsb-runsc` only runsc itself is: every
+ * runsc command of every sandbox goes through these wrappers, so each finds its sandbox's socket
+ * there. The sandbox's own network is unchanged (an Isolated one joins the namespace its spec names;
+ * `--network=none` has none). A current runsc puts the socket in a file of its state directory
+ * (root's) instead, and is as happy in `fsb-runsc`.
  */
 import { chmodSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -50,20 +63,39 @@ export const HOST_FIFO_FLAG = "--host-fifo=open";
  */
 export const OCI_SECCOMP_FLAG = "--oci-seccomp";
 
+/** The network namespace runsc runs in (see the file comment); iproute2's name. */
+export const RUNSC_NETNS = "fsb-runsc";
+
+/**
+ * The wrapper's first lines: makes `netnsPath` if it is not there (`ip netns add`, for a namespace
+ * in iproute2's directory; two at once: one of them makes it), then the prefix that enters it.
+ */
+function enterRunscNetns(netnsPath: string): { setup: string; prefix: string } {
+  const path = shellQuote(netnsPath);
+  const name = shellQuote(netnsPath.split("/").at(-1) ?? "");
+  return {
+    setup: `[ -e ${path} ] || ip netns add ${name} 2>/dev/null || [ -e ${path} ] || { echo "fast-sandbox: runsc's network namespace ${netnsPath} is missing and could not be made" >&2; exit 1; }
+`,
+    prefix: `nsenter --net=${path} `,
+  };
+}
+
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-network-none` and returns its path. */
-export function writeRunscWrapper(stateDir: string, runscPath: string): string {
+export function writeRunscWrapper(stateDir: string, runscPath: string, netnsPath = `/run/netns/${RUNSC_NETNS}`): string {
+  const netns = enterRunscNetns(netnsPath);
   return writeWrapper(
     join(stateDir, "runsc-network-none"),
-    `exec ${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} ${OCI_SECCOMP_FLAG} "$@"`,
+    `${netns.setup}exec ${netns.prefix}${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} ${OCI_SECCOMP_FLAG} "$@"`,
   );
 }
 
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-own-netns` and returns its path. */
-export function writeRunscOwnNetnsWrapper(stateDir: string, runscPath: string): string {
+export function writeRunscOwnNetnsWrapper(stateDir: string, runscPath: string, netnsPath = `/run/netns/${RUNSC_NETNS}`): string {
+  const netns = enterRunscNetns(netnsPath);
   const hide = 'mount -t tmpfs -o size=4k,mode=0555 fsb-hidden /proc/sys/net && exec "$0" "$@"';
   return writeWrapper(
     join(stateDir, "runsc-own-netns"),
-    `exec unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} ${OCI_SECCOMP_FLAG} "$@"`,
+    `${netns.setup}exec ${netns.prefix}unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} ${OCI_SECCOMP_FLAG} "$@"`,
   );
 }
 
