@@ -16,14 +16,13 @@ import { rmSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { build, type Plugin } from "esbuild";
+import { CLI_BUNDLE_OPTIONS } from "./lib/cli-bundle-options.js";
 
 const root = resolve(import.meta.dirname, "..");
 const cli = join(root, "packages/cli");
 const outdir = join(cli, "dist/bundle");
 const apiDist = join(root, "packages/api/dist");
 const apiErrors = join(apiDist, "errors.js");
-
-const EXTERNAL = ["@fast-sandbox/controlplane", "@fast-sandbox/janitor", "@kubernetes/client-node", "pino"];
 
 /**
  * How the bundle takes @fast-sandbox/api:
@@ -58,21 +57,12 @@ rmSync(outdir, { recursive: true, force: true });
 const result = await build({
   entryPoints: { fsb: join(cli, "dist/main.js") },
   outdir,
-  outExtension: { ".js": ".mjs" },
-  bundle: true,
-  splitting: true,
-  format: "esm",
-  platform: "node",
-  target: "node20.19",
-  external: EXTERNAL,
+  ...CLI_BUNDLE_OPTIONS,
   plugins: [apiModules],
-  // commander and yaml are CommonJS and require Node's built-ins; an ES module has no `require` of its own.
-  banner: { js: 'import { createRequire as __fsbCreateRequire } from "node:module"; const require = __fsbCreateRequire(import.meta.url);' },
   minifyWhitespace: true,
   minifySyntax: true,
   legalComments: "none",
   metafile: true,
-  logLevel: "warning",
 });
 
 const outputs = Object.entries(result.metafile.outputs);

@@ -13,12 +13,12 @@
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildSync } from "esbuild";
+import { CLI_BUNDLE_OPTIONS } from "../../../scripts/lib/cli-bundle-options.js";
 
 const SOURCE_MAIN = join(import.meta.dirname, "main.ts");
 const REPO_ROOT = join(import.meta.dirname, "..", "..", "..");
 /** The commands that import the embedded control plane or the janitor (from source: TypeScript). */
 const FROM_SOURCE_COMMANDS = new Set(["up", "down", "pull", "login", "janitor"]);
-const EXTERNAL = ["@fast-sandbox/controlplane", "@fast-sandbox/janitor", "@kubernetes/client-node", "pino"];
 
 let bundleDir: string | undefined;
 
@@ -34,16 +34,8 @@ function bundle(): string {
   buildSync({
     entryPoints: { fsb: SOURCE_MAIN },
     outdir: dir,
-    outExtension: { ".js": ".mjs" },
-    bundle: true,
-    splitting: true,
-    format: "esm",
-    platform: "node",
-    target: "node20.19",
+    ...CLI_BUNDLE_OPTIONS,
     conditions: ["development"],
-    external: EXTERNAL,
-    banner: { js: 'import { createRequire as __fsbCreateRequire } from "node:module"; const require = __fsbCreateRequire(import.meta.url);' },
-    logLevel: "warning",
   });
   // `kubectl fs` is the same program under the plugin's name (src/target.ts reads it from argv[1]).
   writeFileSync(join(dir, "kubectl-fs.mjs"), 'import "./fsb.mjs";\n');
