@@ -281,6 +281,7 @@ class SimulatedAgentClient implements AgentClient {
         memoryLimitBytes: 0,
         pids: 0,
         diskUsedBytes: 0,
+        diskLimitBytes: 0,
         nodeCpus: 1,
         nodeMemoryBytes: 0,
       };

@@ -51,6 +51,7 @@ describe("agentConfigFromEnv", () => {
       ownNetwork: false,
       statsIntervalMs: 5000,
       statsHistorySamples: 720,
+      diskCheckIntervalMs: 10_000,
       logMaxBytes: 10 * 1024 * 1024,
     });
   });
@@ -77,6 +78,15 @@ describe("agentConfigFromEnv", () => {
       () => agentConfigFromEnv({ ...REQUIRED, FSB_STATS_HISTORY_SAMPLES: "0" }),
       "FSB_STATS_HISTORY_SAMPLES",
       /whole number of samples, at least 1/,
+    );
+  });
+
+  it("reads how often disk use is held to the sandboxes' limits, and refuses what is not a whole number of at least 100 ms", () => {
+    assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_DISK_CHECK_INTERVAL_MS: "500" }).diskCheckIntervalMs, 500);
+    assertValidationError(
+      () => agentConfigFromEnv({ ...REQUIRED, FSB_DISK_CHECK_INTERVAL_MS: "50" }),
+      "FSB_DISK_CHECK_INTERVAL_MS",
+      /whole number of milliseconds, at least 100/,
     );
   });
 

@@ -79,6 +79,11 @@ export interface AgentConfig {
   /** FSB_STATS_HISTORY_SAMPLES: the samples kept per sandbox; default 720 (an hour at 5 s). */
   statsHistorySamples: number;
   /**
+   * FSB_DISK_CHECK_INTERVAL_MS: how often each sandbox with a disk limit has its disk use measured
+   * and is evicted past it (ephemeral-storage-guard.ts); default 10000, at least 100.
+   */
+  diskCheckIntervalMs: number;
+  /**
    * FSB_SANDBOX_LOG_MAX_BYTES: a sandbox's log is rotated past this size, its previous part kept
    * (log-rotation.ts): at most about twice this per sandbox; default 10 MiB, at least 4096.
    */
@@ -196,6 +201,7 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     ownNetwork: booleanFromEnv(env, "FSB_AGENT_OWN_NETWORK"),
     statsIntervalMs: positiveIntegerFromEnv(env, "FSB_STATS_INTERVAL_MS", "milliseconds", 100) ?? 5000,
     statsHistorySamples: positiveIntegerFromEnv(env, "FSB_STATS_HISTORY_SAMPLES", "samples", 1) ?? 720,
+    diskCheckIntervalMs: positiveIntegerFromEnv(env, "FSB_DISK_CHECK_INTERVAL_MS", "milliseconds", 100) ?? 10_000,
     logMaxBytes: positiveIntegerFromEnv(env, "FSB_SANDBOX_LOG_MAX_BYTES", "bytes", 4096) ?? DEFAULT_LOG_MAX_BYTES,
   };
 }

@@ -145,6 +145,7 @@ async function main(): Promise<void> {
     port: config.listenPort,
     metrics,
     statsHistory: { intervalMs: config.statsIntervalMs, retain: config.statsHistorySamples },
+    diskCheck: { intervalMs: config.diskCheckIntervalMs },
     logs: { maxBytes: config.logMaxBytes },
     logger: log,
   });

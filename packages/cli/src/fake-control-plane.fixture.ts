@@ -107,6 +107,7 @@ export const FAKE_STATS: SandboxStats = {
   memoryLimitBytes: 2 ** 28,
   pids: 3,
   diskUsedBytes: 4096,
+  diskLimitBytes: 0,
   nodeCpus: 4,
   nodeMemoryBytes: 2 ** 33,
 };

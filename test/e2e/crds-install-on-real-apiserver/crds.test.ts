@@ -63,7 +63,7 @@ describe("the generated CRDs on a real API server", () => {
     const pool = JSON.parse((await kubectl("get", "sandboxpool", "workers", "-o", "json")).stdout) as { spec: Record<string, unknown> };
     // agentTemplate keeps unknown fields (it is a Pod template).
     assert.equal((pool.spec.agentTemplate as { spec: { containers: { image: string }[] } }).spec.containers[0]?.image, "fast-sandbox.io/agent:dev");
-    assert.deepEqual(pool.spec.sandboxResources, { cpu: "500m", memory: "256Mi", pids: 128 });
+    assert.deepEqual(pool.spec.sandboxResources, { cpu: "500m", memory: "256Mi", pids: 128, ephemeralStorage: "2Gi" });
     assert.deepEqual(pool.spec.network, {
       mode: "Isolated",
       egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" }, { cidr: "2001:db8::/32" }] },
@@ -80,6 +80,13 @@ describe("the generated CRDs on a real API server", () => {
     assert.notEqual(apply.code, 0);
     assert.match(apply.stderr, /spec\.exposedPorts\[0\]: Invalid value: 70000/);
     assert.match(apply.stderr, /spec\.failurePolicy: Unsupported value: "Sometimes"/);
+    // A pool's disk limit below 1Mi (the CEL rule of the schema's range), and one that is no quantity.
+    const small = await kubectl("patch", "sandboxpool", "workers", "--type=merge", "-p", '{"spec":{"sandboxResources":{"ephemeralStorage":"512Ki"}}}');
+    assert.notEqual(small.code, 0);
+    assert.match(small.stderr, /spec\.sandboxResources\.ephemeralStorage: Invalid value: "512Ki": is out of range; allowed: at least 1Mi/);
+    const word = await kubectl("patch", "sandboxpool", "workers", "--type=merge", "-p", '{"spec":{"sandboxResources":{"ephemeralStorage":"lots"}}}');
+    assert.notEqual(word.code, 0);
+    assert.match(word.stderr, /spec\.sandboxResources\.ephemeralStorage: Invalid value: "lots"/);
   });
 
   it("keeps status a separate subresource: spec writes do not change it", async () => {

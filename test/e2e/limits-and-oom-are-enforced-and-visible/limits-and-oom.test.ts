@@ -6,6 +6,8 @@
  * agentTemplate's agent container, what the Downward API gives an agent Pod), which bound all of an
  * agent's sandboxes together: a sandbox without limits of its own is held to them. A sandbox of a
  * pool without limits is the control: the same programs go further there, so each check can fail.
+ * A disk limit (ephemeralStorage) is held by measuring, as the kubelet's: a sandbox that writes past
+ * it, to its root file system or its run directory, is evicted (Lost, reason Evicted).
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -15,7 +17,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO_ROOT } from "../../support/containerd.js";
-import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
+import { recordedContainerOfSandbox, sandboxesInContainerd } from "../../support/containerd-contents.js";
 import type { SandboxStats } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 import { sandboxCgroup } from "../../support/sandbox-cgroup.js";
@@ -29,6 +31,11 @@ const UNLIMITED_MIN_CORES = 0.35;
 const AGENT_LIMITS = { cpu: "300m", memory: "48Mi" };
 /** Its 300m quota plus scheduling slack. */
 const AGENT_LIMITED_MAX_CORES = 0.4;
+/** The disk-limited pool's sandboxes may hold 16 MiB on the node's disk. */
+const DISK_LIMIT_MIB = 16;
+/** How often the agents measure disk use (FSB_DISK_CHECK_INTERVAL_MS, passed to the agents `fsb up` starts); 10 s by default. */
+const DISK_CHECK_INTERVAL_MS = 500;
+process.env.FSB_DISK_CHECK_INTERVAL_MS = String(DISK_CHECK_INTERVAL_MS);
 
 /** CPU time the sandbox's cgroup has used, in seconds (v1 cpuacct, or v2 cpu.stat). */
 function cpuSeconds(cgroupRoot: string, containerId: string): number {
@@ -48,6 +55,7 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       pools: [
         pool("limited", { maxSandboxesPerPod: 4, sandboxResources: { cpu: "200m", memory: "32Mi", pids: PIDS_LIMIT } }),
         pool("unlimited", { maxSandboxesPerPod: 4 }),
+        pool("disk-limited", { maxSandboxesPerPod: 4, sandboxResources: { ephemeralStorage: `${DISK_LIMIT_MIB}Mi` } }),
         pool("agent-limited", {
           maxSandboxesPerPod: 4,
           agentTemplate: { spec: { containers: [{ name: "agent", resources: { limits: AGENT_LIMITS } }] } },
@@ -217,8 +225,8 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       ],
       { cwd: REPO_ROOT, encoding: "utf8", timeout: 120_000, env: { ...process.env, FSB_TOKEN: embedded.token } },
     );
-    assert.match(cli.stdout, /^NAME\s+CPU\s+CPU LIMIT\s+MEMORY\s+MEMORY LIMIT\s+PIDS\s+DISK WRITTEN$/m);
-    assert.match(cli.stdout, new RegExp(`^${limited.metadata.name}\\s+\\d+m\\s+200m\\s+\\S+\\s+32Mi\\s+\\d+\\s+4(\\.\\d)?Mi$`, "m"));
+    assert.match(cli.stdout, /^NAME\s+CPU\s+CPU LIMIT\s+MEMORY\s+MEMORY LIMIT\s+PIDS\s+DISK WRITTEN\s+DISK LIMIT$/m);
+    assert.match(cli.stdout, new RegExp(`^${limited.metadata.name}\\s+\\d+m\\s+200m\\s+\\S+\\s+32Mi\\s+\\d+\\s+4(\\.\\d)?Mi\\s+none$`, "m"));
     assert.match(cli.stdout, new RegExp(`^${unlimited.metadata.name}\\s+\\S+\\s+none \\(\\d+ cpus\\)\\s+\\S+\\s+none \\(\\S+\\)`, "m"));
     for (const sandbox of [limited, unlimited]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
@@ -283,6 +291,64 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     assert.match(get.stdout, /^OOMKilled\s+True\s+OOMKilled\s+\d+[smhd]\s+the kernel's OOM killer killed a process of the sandbox/m);
 
     for (const sandbox of [hog, calm, control]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+  });
+
+  it("disk: a sandbox that writes past its ephemeralStorage, to its root file system or its run directory, is evicted (Lost, Evicted); AutoRecreate starts it afresh", async () => {
+    const { client } = embedded;
+    const get = (name: string) => client.sandboxes.get(name);
+    const ready = async (name: string) => (await get(name)).status?.conditions?.find((c) => c.type === "Ready");
+    const sleeper = { image: BASE_IMAGE, command: ["sleep", "3600"] };
+    const calm = await client.sandboxes.create({ ...sleeper, pool: "disk-limited" });
+    const rootHog = await client.sandboxes.create({ ...sleeper, pool: "disk-limited" });
+    const runDirHog = await client.sandboxes.create({ ...sleeper, pool: "disk-limited", failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 2 });
+    const control = await client.sandboxes.create({ ...sleeper, pool: "unlimited" });
+
+    // Within the limit: 4 MiB stays, and is counted against it.
+    const write = (name: string, path: string, mib: number) =>
+      client.sandboxes.exec(name, ["sh", "-c", `dd if=/dev/urandom of=${path} bs=1048576 count=${mib} 2>/dev/null && sync && echo written`]);
+    assert.equal((await write(calm.metadata.name, "/within", 4)).stdout, "written\n");
+    const calmStats = await client.sandboxes.stats(calm.metadata.name);
+    assert.equal(calmStats.diskLimitBytes, DISK_LIMIT_MIB * 2 ** 20);
+    assert.ok(calmStats.diskUsedBytes >= 4 * 2 ** 20 && calmStats.diskUsedBytes < DISK_LIMIT_MIB * 2 ** 20, `disk used ${calmStats.diskUsedBytes}`);
+    assert.equal((await client.sandboxes.stats(control.metadata.name)).diskLimitBytes, 0);
+
+    // Past it: 24 MiB in the root file system (its snapshot), and in the run directory (the node's
+    // disk, outside the snapshot). A check may land while dd writes: the exec then ends with the sandbox.
+    await Promise.all([
+      write(rootHog.metadata.name, "/past", 24).catch(() => undefined),
+      write(runDirHog.metadata.name, "/.fast-sandbox/run/past", 24).catch(() => undefined),
+    ]);
+    // The same 24 MiB in a sandbox without a limit.
+    assert.equal((await write(control.metadata.name, "/past", 24)).stdout, "written\n");
+
+    await waitFor(async () => (await get(rootHog.metadata.name)).status?.phase === "Lost", 30_000, "the root file system's hog Lost");
+    const evicted = await ready(rootHog.metadata.name);
+    assert.equal(evicted?.reason, "Evicted");
+    assert.match(evicted?.message ?? "", /^agent \S+ stopped it: its disk use, \d+\.\d\d MiB .*went past its limit of 16\.00 MiB/);
+    // Its instance goes with what it wrote (failurePolicy Manual: the record stays, Lost).
+    await waitFor(
+      () => !sandboxesInContainerd(embedded.containerdNamespace).includes(rootHog.status?.sandboxID ?? "?"),
+      15_000,
+      "the evicted instance removed",
+    );
+
+    await waitFor(async () => ((await get(runDirHog.metadata.name)).status?.recreations ?? 0) >= 1, 30_000, "the run directory's hog recreated");
+    await waitFor(async () => (await get(runDirHog.metadata.name)).status?.phase === "Running", 30_000, "the recreated hog Running");
+    const recreated = await get(runDirHog.metadata.name);
+    assert.notEqual(recreated.status?.sandboxID, runDirHog.status?.sandboxID, "a new instance");
+    assert.equal(recreated.status?.conditions?.find((c) => c.type === "Recreated")?.reason, "InstanceLost");
+    assert.equal(
+      (await client.sandboxes.exec(runDirHog.metadata.name, ["sh", "-c", "test -e /.fast-sandbox/run/past && echo kept || echo gone"])).stdout,
+      "gone\n",
+    );
+
+    // Several checks later, the sandboxes within their limit (or without one) run on.
+    await sleep(4 * DISK_CHECK_INTERVAL_MS);
+    for (const sandbox of [calm, control]) {
+      assert.equal((await get(sandbox.metadata.name)).status?.phase, "Running", `${sandbox.metadata.name} runs on`);
+      assert.equal((await client.sandboxes.exec(sandbox.metadata.name, ["true"])).exitCode, 0);
+    }
+    for (const sandbox of [calm, rootHog, runDirHog, control]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
 
   it("agent limits: a sandbox without limits of its own, on an agent limited to 48Mi, is held to them (its 100 MiB process is OOM-killed)", async () => {

@@ -105,6 +105,7 @@ import type { RunscFeatures } from "./runsc-features.js";
 import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec, type OciUser } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
 import { LABEL_HELPER, LABEL_HELPER_EXEC_AS, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
+import { diskLimitLabels } from "./disk-limit-labels.js";
 
 /** On a sandbox restored from a checkpoint: the checkpoint's id. */
 export const LABEL_RESTORED_FROM = "fast-sandbox.io/restored-from";
@@ -606,6 +607,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
       ...(record.ociSpec.process.args[0] === HELPER_BINARY ? { [LABEL_HELPER]: "true" } : {}),
       ...(record.helperExecAs ? { [LABEL_HELPER_EXEC_AS]: "true" } : {}),
+      ...diskLimitLabels(spec.resources),
     };
     if (ahead) {
       delete labels[LABEL_SANDBOX_ID];

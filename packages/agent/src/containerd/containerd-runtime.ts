@@ -95,6 +95,8 @@ import type { SandboxNetworkSettings } from "../network/network-settings.js";
 import type { SharedNetwork } from "../shared-network.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
 import { IpNetworkNamespaces } from "../network/network-namespace.js";
+import { directoryDiskBytes } from "../disk-usage.js";
+import { LABEL_EVICTED, diskLimitLabels, diskLimitOf, evictedLabel } from "./disk-limit-labels.js";
 
 /** Label carrying the image reference of a sandbox. */
 export const LABEL_IMAGE = "fast-sandbox.io/image";
@@ -581,6 +583,7 @@ export class ContainerdRuntime implements Runtime {
       // runsc keeps its root file system changes in its memory (gvisor-binary.ts), so checkpoints carry them.
       ...(spec.runtimeType === "gvisor" ? { [LABEL_ROOTFS_OVERLAY]: ROOTFS_OVERLAY_MEMORY } : {}),
       ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
+      ...diskLimitLabels(spec.resources),
     };
     if (prepared) {
       // Not a sandbox until claimed: list() and get() leave it out, the janitor knows the role.
@@ -1815,6 +1818,7 @@ export class ContainerdRuntime implements Runtime {
       } catch (error) {
         if (!isNotFound(error)) throw error;
       }
+      diskUsedBytes += await directoryDiskBytes(this.runDir(sandboxId));
     }
     return {
       timestampMs: Date.now(),
@@ -1826,9 +1830,26 @@ export class ContainerdRuntime implements Runtime {
       memoryLimitBytes: usage.memoryLimitBytes,
       pids: usage.pids,
       diskUsedBytes,
+      diskLimitBytes: diskLimitOf(container.labels) ?? 0,
       nodeCpus: availableParallelism(),
       nodeMemoryBytes: totalmem(),
     };
+  }
+
+  async evict(sandboxId: string, reason: string): Promise<void> {
+    const container = await this.sandboxContainer(sandboxId);
+    if (!container || !this.owns(container.labels) || container.labels[LABEL_ROLE]) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+    // Recorded first: a sandbox found stopped is then reported evicted, whenever the kill lands.
+    const labels = evictedLabel(reason);
+    await this.client.containers.update({
+      container: { id: container.id, labels },
+      updateMask: { paths: Object.keys(labels).map((key) => `labels.${key}`) },
+    });
+    // Every process at once, no grace (a sandbox past its disk limit gets none, as the kubelet's
+    // eviction of a Pod past its ephemeral-storage limit): its task stops; what it wrote stays until
+    // it is deleted.
+    await this.stopTask(container.id, 0, sandboxId, !container.labels[LABEL_RESTORED_FROM]);
+    this.logger.warn({ sandboxId, containerId: container.id, reason }, "sandbox evicted: its processes were killed");
   }
 
   /** The container of a sandbox (under its mapped id, and labelled with the sandbox id), or undefined. */
@@ -1860,6 +1881,9 @@ export class ContainerdRuntime implements Runtime {
     const exposedPorts = parsePorts(labels[LABEL_EXPOSED_PORTS]);
     if (exposedPorts.length > 0) sandbox.exposedPorts = exposedPorts;
     if (labels[LABEL_NETWORK_ADDRESS]) sandbox.address = labels[LABEL_NETWORK_ADDRESS];
+    const diskLimit = diskLimitOf(labels);
+    if (diskLimit !== undefined) sandbox.ephemeralStorageBytes = diskLimit;
+    if (labels[LABEL_EVICTED]) sandbox.evicted = labels[LABEL_EVICTED];
     // The cgroup lives as long as the task: read while it runs (or has stopped but is not deleted).
     // Its spec's cgroup, as stats and kills read (one made under another parent keeps it).
     if (task && readOomKillCount(this.cgroupLayout, this.cgroupOfListed(container)) > 0) sandbox.oomKilled = true;

@@ -27,6 +27,7 @@ describe("what a create must match to claim an instance made ahead", () => {
       { ...TEMPLATE, image: "python:3.13" },
       { ...TEMPLATE, runtimeType: "gvisor" as const },
       { ...TEMPLATE, resources: { cpuMillis: 1000, memoryBytes: 256 << 20 } },
+      { ...TEMPLATE, resources: { ...TEMPLATE.resources, ephemeralStorageBytes: 1 << 30 } },
       { ...TEMPLATE, pool: "other" },
       { ...TEMPLATE, namespace: "team-b" },
     ]) {

@@ -54,7 +54,7 @@ export function templateKey(spec: PreparedTemplate): string {
     spec.pool,
     normalizeImageName(spec.image),
     spec.runtimeType,
-    [resources.cpuMillis ?? 0, resources.memoryBytes ?? 0, resources.pids ?? 0],
+    [resources.cpuMillis ?? 0, resources.memoryBytes ?? 0, resources.pids ?? 0, resources.ephemeralStorageBytes ?? 0],
     networkKey(spec.network),
   ]);
 }

@@ -32,6 +32,11 @@ export interface SandboxResources {
   cpuMillis?: number;
   memoryBytes?: number;
   pids?: number;
+  /**
+   * The most the sandbox may hold on its node's disk (its root file system's own layer and its run
+   * directory), in bytes: the agent's EphemeralStorageGuard evicts it past that.
+   */
+  ephemeralStorageBytes?: number;
 }
 
 /**
@@ -126,6 +131,10 @@ export interface RuntimeSandbox {
   address?: string;
   /** A checkpoint of it is in flight (reported running until it ends). */
   checkpointing?: boolean;
+  /** Its disk limit (resources.ephemeralStorageBytes), as recorded at its create. */
+  ephemeralStorageBytes?: number;
+  /** Why the agent stopped it (`evict`), as recorded then; its state is stopped. */
+  evicted?: string;
   labels: Record<string, string>;
 }
 
@@ -215,10 +224,17 @@ export interface Runtime {
   list(): Promise<RuntimeSandbox[]>;
   /**
    * The sandbox's resource use now: its cgroup read twice, `windowMs` apart, for its CPU use (0:
-   * read once, `cpuUsedMillis` 0); its snapshot's usage (a walk of what it wrote: left out, as 0,
-   * with `disk: false`). Throws NotFoundError for a sandbox this agent does not hold.
+   * read once, `cpuUsedMillis` 0); its disk use, its snapshot's usage and its run directory's (walks
+   * of what it wrote: left out, as 0, with `disk: false`). Throws NotFoundError for a sandbox this
+   * agent does not hold.
    */
   stats(sandboxId: string, windowMs: number, options?: { disk?: boolean }): Promise<RuntimeSandboxStats>;
+  /**
+   * Stops the sandbox for good, `reason` recorded with it (reported as `evicted` from then on): every
+   * process of it is killed at once, its container, snapshot and run directory stay until it is
+   * deleted. Throws NotFoundError for a sandbox this agent does not hold.
+   */
+  evict(sandboxId: string, reason: string): Promise<void>;
   /** Runs a process inside the sandbox, streaming its output; resolves with its exit code. */
   exec(sandboxId: string, request: ExecRequest, io: ExecIo): Promise<number>;
   /** Resolves with the exit code when the sandbox's command exits; rejects with the signal's reason when it aborts. */

@@ -53,6 +53,12 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  private readonly evictions = new Counter({
+    name: "fsb_agent_sandboxes_evicted_total",
+    help: "Sandboxes this agent stopped because their disk use went past their limit (sandboxResources.ephemeralStorage).",
+    registers: [this.registry],
+  });
+
   private createsInFlight: (() => number) | undefined;
   private preparedInstances: (() => number) | undefined;
 
@@ -105,6 +111,11 @@ export class AgentMetrics {
   /** A CONNECT to the relay, by how it ended up: opened, or why it was refused. */
   relayTunnel(result: RelayResult): void {
     this.relayTunnels.labels({ result }).inc();
+  }
+
+  /** A sandbox evicted past its disk limit (EphemeralStorageGuard). */
+  evicted(): void {
+    this.evictions.inc();
   }
 
   /** The Prometheus text exposition. */

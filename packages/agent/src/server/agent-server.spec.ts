@@ -77,6 +77,9 @@ class FakeRuntime implements Runtime {
   stats(): Promise<never> {
     return Promise.reject(new Error("not used"));
   }
+  evict(): Promise<never> {
+    return Promise.reject(new Error("not used"));
+  }
   create(): Promise<never> {
     return Promise.reject(new Error("not used"));
   }

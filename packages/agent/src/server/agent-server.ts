@@ -12,6 +12,7 @@ import { CreatesInFlight } from "./creates-in-flight.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { createSandboxRelay } from "./sandbox-relay.js";
 import { StatsHistory } from "./stats-history.js";
+import { EphemeralStorageGuard } from "../runtime/ephemeral-storage-guard.js";
 
 export interface AgentServerOptions {
   identity: AgentIdentity;
@@ -24,6 +25,8 @@ export interface AgentServerOptions {
   metrics?: AgentMetrics;
   /** Each running sandbox's resource use sampled for GetSandboxStatsHistory (stats-history.ts). @default every 5 s, 720 kept */
   statsHistory?: { intervalMs: number; retain: number };
+  /** How often each sandbox's disk use is held to its limit (EphemeralStorageGuard). @default every 10 s */
+  diskCheck?: { intervalMs: number };
   /** Each sandbox's log is rotated past `maxBytes`, checked every `checkIntervalMs` (log-rotation.ts). @default 10 MiB, every 2 s */
   logs?: { maxBytes: number; checkIntervalMs?: number };
   /** Where the log rotation reports what it could not do. */
@@ -134,6 +137,13 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   metrics.observeCreatesInFlight(() => creates.ids().length);
   const statsHistory = new StatsHistory({ runtime: options.runtime, intervalMs: options.statsHistory?.intervalMs, retain: options.statsHistory?.retain });
   statsHistory.start();
+  const diskGuard = new EphemeralStorageGuard({
+    runtime: options.runtime,
+    intervalMs: options.diskCheck?.intervalMs,
+    logger: options.logger,
+    onEvicted: () => metrics.evicted(),
+  });
+  diskGuard.start();
   const logRotation = new LogRotation({ dir: logDir, maxBytes: options.logs?.maxBytes, intervalMs: options.logs?.checkIntervalMs, logger: options.logger });
   logRotation.start();
   let draining = false;
@@ -170,7 +180,7 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
       draining = true;
       admission.stop();
       relay.close();
-      await Promise.all([statsHistory.stop(), logRotation.stop()]);
+      await Promise.all([statsHistory.stop(), diskGuard.stop(), logRotation.stop()]);
       const closed = server.close();
       await Promise.all([creates.drain(drainTimeoutMs), checkpoints.drain(drainTimeoutMs)]);
       await closed;

@@ -113,9 +113,16 @@ class FakeRuntime implements Runtime {
       memoryLimitBytes: 256 << 20,
       pids: 3,
       diskUsedBytes: 4096,
+      diskLimitBytes: 0,
       nodeCpus: 2,
       nodeMemoryBytes: 8 * 2 ** 30,
     };
+  }
+
+  async evict(sandboxId: string, reason: string): Promise<void> {
+    const sandbox = this.sandboxes.get(sandboxId);
+    if (!sandbox) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+    this.sandboxes.set(sandboxId, { ...sandbox, state: "stopped", evicted: reason });
   }
 
   async list(): Promise<RuntimeSandbox[]> {
@@ -214,6 +221,7 @@ function createRequest(overrides: Partial<CreateRequest> = {}): CreateRequest {
     cpuMillis: 500,
     memoryBytes: 256n * 1024n * 1024n,
     pids: 64,
+    ephemeralStorageBytes: 0n,
     slots: 0,
     exposedPorts: [],
     fromCheckpoint: "",
@@ -1001,6 +1009,20 @@ describe("AgentService", () => {
       ];
       const byId = (sandboxes: { sandboxId: string; oomKilled: boolean }[]) =>
         sandboxes.map((s) => [s.sandboxId, s.oomKilled]).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+      assert.deepEqual(byId((await client.status({})).sandboxes), expected);
+      assert.deepEqual(byId((await client.listSandboxes({})).sandboxes), expected);
+    });
+
+    it("reports the sandboxes it evicted, with why, in status and listSandboxes", async () => {
+      runtime.add({ sandboxId: "default.disk.000001", state: "running", pid: 12 });
+      runtime.add({ sandboxId: "default.fine.000001", state: "running", pid: 13 });
+      await runtime.evict("default.disk.000001", "past its disk limit");
+      const byId = (sandboxes: { sandboxId: string; state: string; evicted: string }[]) =>
+        sandboxes.map((s) => [s.sandboxId, s.state, s.evicted]).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+      const expected = [
+        ["default.disk.000001", "stopped", "past its disk limit"],
+        ["default.fine.000001", "running", ""],
+      ];
       assert.deepEqual(byId((await client.status({})).sandboxes), expected);
       assert.deepEqual(byId((await client.listSandboxes({})).sandboxes), expected);
     });

@@ -68,6 +68,7 @@ function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
     oomKilled: sandbox.oomKilled ?? false,
     address: sandbox.address ?? "",
     checkpointing: sandbox.checkpointing ?? false,
+    evicted: sandbox.evicted ?? "",
   });
 }
 

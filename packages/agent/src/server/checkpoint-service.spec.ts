@@ -79,6 +79,9 @@ class FakeCheckpointingRuntime implements Runtime {
   async stats(): Promise<never> {
     throw new Error("not used");
   }
+  async evict(): Promise<never> {
+    throw new Error("not used");
+  }
   async list(): Promise<RuntimeSandbox[]> {
     return [{ ...this.sandbox }];
   }

@@ -53,6 +53,7 @@ export function runtimeSpecOf(request: pb.AgentCreateSandboxRequest, pool: strin
       ...(request.cpuMillis > 0 ? { cpuMillis: request.cpuMillis } : {}),
       ...(request.memoryBytes > 0n ? { memoryBytes: Number(request.memoryBytes) } : {}),
       ...(request.pids > 0 ? { pids: request.pids } : {}),
+      ...(request.ephemeralStorageBytes > 0n ? { ephemeralStorageBytes: Number(request.ephemeralStorageBytes) } : {}),
     },
     runtimeType,
     logPath,

@@ -36,6 +36,7 @@ class CountingRuntime {
       memoryLimitBytes: 0,
       pids: 1,
       diskUsedBytes: options.disk === false ? 0 : sandbox.diskUsedBytes,
+      diskLimitBytes: 0,
       nodeCpus: 2,
       nodeMemoryBytes: 4096,
     };
@@ -112,6 +113,7 @@ describe("StatsHistory", () => {
       memoryLimitBytes: 0,
       pids: 1,
       diskUsedBytes: 610,
+      diskLimitBytes: 0,
       nodeCpus: 2,
       nodeMemoryBytes: 4096,
     });

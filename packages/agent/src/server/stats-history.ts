@@ -4,7 +4,7 @@
  * processes; its snapshot's usage, a walk of what it wrote, every `diskEvery`-th sample only, the
  * last value carried between) and keeps the last `retain` samples of each, in memory: an agent that
  * restarts starts its sandboxes' histories afresh. A sample's CPU use is the sandbox's over the
- * time since the sample before it (the first of a history: 0). Memory: 72 bytes a sample, ~51 KiB
+ * time since the sample before it (the first of a history: 0). Memory: 80 bytes a sample, ~56 KiB
  * per sandbox for an hour at 5 s. The cost of a pass: one list of the agent's containers, then per
  * running sandbox one containerd call and a few cgroup files (and every 6th time the snapshot's walk).
  */
@@ -34,10 +34,11 @@ const FIELDS = [
   "memoryLimitBytes",
   "pids",
   "diskUsedBytes",
+  "diskLimitBytes",
 ] as const;
 
 /**
- * One sandbox's samples, oldest first: a ring of numbers (9 per sample, 72 bytes; ~51 KiB for an
+ * One sandbox's samples, oldest first: a ring of numbers (10 per sample, 80 bytes; ~56 KiB for an
  * hour at 5 s, where objects took ~100), grown by doubling up to `retain` samples.
  */
 class History {

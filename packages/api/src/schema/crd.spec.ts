@@ -147,7 +147,13 @@ describe("renderCrds", () => {
     const memory = resources.memory?.["x-kubernetes-validations"]?.[0];
     assert.match(memory?.rule ?? "", /compareTo\(quantity\('6291456'\)\) >= 0 && .*isLessThan\(quantity\('9007199254740992'\)\)/);
     assert.match(memory?.message ?? "", /^is out of range; allowed: at least 6Mi/);
-    assert.deepEqual([resources.cpu?.maxLength, resources.memory?.maxLength, resources.pids?.maximum], [64, 64, 2147483647]);
+    const disk = resources.ephemeralStorage?.["x-kubernetes-validations"]?.[0];
+    assert.match(disk?.rule ?? "", /compareTo\(quantity\('1048576'\)\) >= 0 && .*isLessThan\(quantity\('9007199254740992'\)\)/);
+    assert.match(disk?.message ?? "", /^is out of range; allowed: at least 1Mi/);
+    assert.deepEqual(
+      [resources.cpu?.maxLength, resources.memory?.maxLength, resources.ephemeralStorage?.maxLength, resources.pids?.maximum],
+      [64, 64, 64, 2147483647],
+    );
     const capacity = spec.capacity?.properties as Record<string, Json>;
     assert.deepEqual(
       ["poolMin", "poolMax", "bufferMin", "bufferMax"].map((name) => capacity[name]?.maximum),

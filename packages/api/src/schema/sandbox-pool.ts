@@ -82,9 +82,17 @@ export const SANDBOX_MEMORY_MIN_BYTES = 6 * 1024 ** 2;
 /** Memory limits are below 2^53 bytes (8 PiB): the most a number holds exactly, and within what the agent API carries (int64). */
 export const SANDBOX_MEMORY_LIMIT_BYTES = 2 ** 53;
 
+/**
+ * The smallest disk limit of a sandbox: 1 MiB. What the agent writes into a sandbox's run directory
+ * (its hosts and resolv.conf files, its helper's records) counts too, a few KiB; 0 would read as no limit.
+ */
+export const SANDBOX_EPHEMERAL_STORAGE_MIN_BYTES = 1024 ** 2;
+
 const CPU_RANGE = `allowed: ${SANDBOX_CPU_MIN_MILLIS}m..${SANDBOX_CPU_MAX_MILLIS}m (${SANDBOX_CPU_MIN_MILLIS}m is the kernel's smallest CPU quota, 1 ms per 100 ms; leave the field out for no limit)`;
 const MEMORY_RANGE =
   "allowed: at least 6Mi (below it runc's init is OOM-killed before the command starts) and less than 8192Ti (2^53 bytes); leave the field out for no limit";
+
+const EPHEMERAL_STORAGE_RANGE = "allowed: at least 1Mi and less than 8192Ti (2^53 bytes); leave the field out for no limit";
 
 /** The longest CPU or memory quantity: bounds the cost of the CEL rules below. */
 const QUANTITY_MAX_LENGTH = 64;
@@ -126,18 +134,32 @@ export const SandboxResources = Type.Object(
       }),
     ),
     pids: Type.Optional(Type.Integer({ minimum: 1, maximum: INT32_MAX, description: "Most processes (threads included) per sandbox. Default 4096." })),
+    ephemeralStorage: Type.Optional(
+      Type.String({
+        maxLength: QUANTITY_MAX_LENGTH,
+        pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$",
+        description:
+          "Disk per sandbox, e.g. 1Gi (the memory grammar): what it may write on its node's disk, its root file system's own layer and its run directory. Its agent measures it every 10 s (FSB_DISK_CHECK_INTERVAL_MS) and stops a sandbox past it, as the kubelet evicts a Pod: the sandbox becomes Lost with reason Evicted (failurePolicy AutoRecreate replaces it). gVisor sandboxes keep their root file system's changes in memory (bounded by memory), so only their run directory counts. At least 1Mi, less than 8192Ti; unset: no limit.",
+        "x-kubernetes-validations": [
+          {
+            rule: `!isQuantity(${MEMORY_QUANTITY}) || (quantity(${MEMORY_QUANTITY}).compareTo(quantity('${SANDBOX_EPHEMERAL_STORAGE_MIN_BYTES}')) >= 0 && quantity(${MEMORY_QUANTITY}).isLessThan(quantity('${SANDBOX_MEMORY_LIMIT_BYTES}')))`,
+            message: `is out of range; ${EPHEMERAL_STORAGE_RANGE}`,
+          },
+        ],
+      }),
+    ),
   },
   { additionalProperties: false },
 );
 export type SandboxResources = Static<typeof SandboxResources>;
 
 /**
- * Throws a ValidationError on `field`.cpu or .memory for a limit out of its range: one that cannot
+ * Throws a ValidationError on `field`.cpu, .memory or .ephemeralStorage for a limit out of its range: one that cannot
  * work, would read as no limit, or does not fit the agent API. The quantities are compared exactly,
  * as the API server's quantity() does (the CEL rules above); the schema has checked their grammar.
  */
 export function checkSandboxResources(resources: SandboxResources | undefined, field: string): void {
-  const { cpu, memory } = resources ?? {};
+  const { cpu, memory, ephemeralStorage } = resources ?? {};
   if (cpu !== undefined) {
     const [numerator, denominator] = millicoresOf(cpu);
     if (numerator < BigInt(SANDBOX_CPU_MIN_MILLIS) * denominator || numerator > BigInt(SANDBOX_CPU_MAX_MILLIS) * denominator) {
@@ -148,6 +170,12 @@ export function checkSandboxResources(resources: SandboxResources | undefined, f
     const bytes = bytesOf(memory);
     if (bytes < BigInt(SANDBOX_MEMORY_MIN_BYTES) || bytes >= BigInt(SANDBOX_MEMORY_LIMIT_BYTES)) {
       throw new ValidationError(`${field}.memory`, `${JSON.stringify(memory)} is out of range; ${MEMORY_RANGE}`);
+    }
+  }
+  if (ephemeralStorage !== undefined) {
+    const bytes = bytesOf(ephemeralStorage);
+    if (bytes < BigInt(SANDBOX_EPHEMERAL_STORAGE_MIN_BYTES) || bytes >= BigInt(SANDBOX_MEMORY_LIMIT_BYTES)) {
+      throw new ValidationError(`${field}.ephemeralStorage`, `${JSON.stringify(ephemeralStorage)} is out of range; ${EPHEMERAL_STORAGE_RANGE}`);
     }
   }
 }

@@ -608,6 +608,25 @@ describe("validateSandboxPool", () => {
     assertPoolRejected((p) => (p.spec.sandboxResources.memory = "1".repeat(65)), "spec.sandboxResources.memory", /has 65 characters; at most 64 are allowed$/);
   });
 
+  it("refuses disk limits below 1Mi (0 would read as no limit) or of 2^53 bytes and more, and any other grammar than memory's", () => {
+    const outOfRange = /is out of range; allowed: at least 1Mi and less than 8192Ti \(2\^53 bytes\); leave the field out for no limit$/;
+    for (const ephemeralStorage of ["0", "0Gi", "1023Ki", "1048575", "1M", "8192Ti", "9007199254740992"]) {
+      const error = rejection(() => validateSandboxPool(poolWith((p) => (p.spec.sandboxResources.ephemeralStorage = ephemeralStorage))));
+      assert.equal(error.field, "spec.sandboxResources.ephemeralStorage", ephemeralStorage);
+      assert.match(error.message, outOfRange, ephemeralStorage);
+    }
+    for (const ephemeralStorage of ["1Mi", "1048576", "1049K", "2M", "10Gi", "8191Ti"]) {
+      assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.sandboxResources.ephemeralStorage = ephemeralStorage))), ephemeralStorage);
+    }
+    for (const ephemeralStorage of ["1GB", "1.5Gi", "-1", "Gi"]) {
+      assertPoolRejected(
+        (p) => (p.spec.sandboxResources.ephemeralStorage = ephemeralStorage),
+        "spec.sandboxResources.ephemeralStorage",
+        /is not valid \(Disk per sandbox, e\.g\. 1Gi \(the memory grammar\)/,
+      );
+    }
+  });
+
   it("refuses pids and capacities beyond what the wire messages carry (int32)", () => {
     assertPoolRejected(
       (p) => (p.spec.sandboxResources.pids = 3_000_000_000),
@@ -631,7 +650,7 @@ describe("validateSandboxPool", () => {
       "spec.capacity.surprise",
       /allowed fields: poolMin, poolMax, bufferMin, bufferMax, scaleDownDelaySeconds, wakeTimeoutSeconds, dynamicBuffer$/,
     );
-    assertPoolRejected((p) => (p.spec.sandboxResources.surprise = 1), "spec.sandboxResources.surprise", /allowed fields: cpu, memory, pids$/);
+    assertPoolRejected((p) => (p.spec.sandboxResources.surprise = 1), "spec.sandboxResources.surprise", /allowed fields: cpu, memory, pids, ephemeralStorage$/);
     assertPoolRejected(
       (p) => (p.status.surprise = 1),
       "status.surprise",

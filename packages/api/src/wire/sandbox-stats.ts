@@ -3,7 +3,7 @@ import { SandboxStatsSchema, type SandboxStats as SandboxStatsMessage } from "..
 
 /**
  * A sandbox's resource use at one moment, as its agent reads it (GetSandboxStats): its cgroup's CPU
- * time, memory and processes, and the own layer of its root file system. A limit of 0 is none.
+ * time, memory and processes, and what it holds on its node's disk. A limit of 0 is none.
  */
 export interface SandboxStats {
   /** When it was read, in ms since the Unix epoch. */
@@ -22,8 +22,10 @@ export interface SandboxStats {
   memoryLimitBytes: number;
   /** Processes and threads in it. */
   pids: number;
-  /** What it wrote over its image (its root file system's own layer), in bytes. */
+  /** What it holds on its node's disk: what it wrote over its image (its root file system's own layer) and its run directory, in bytes. */
   diskUsedBytes: number;
+  /** Its disk limit (its pool's sandboxResources.ephemeralStorage); 0: none. */
+  diskLimitBytes: number;
   nodeCpus: number;
   nodeMemoryBytes: number;
 }
@@ -39,6 +41,7 @@ export function sandboxStatsToMessage(stats: SandboxStats): SandboxStatsMessage 
     memoryLimitBytes: BigInt(stats.memoryLimitBytes),
     pids: stats.pids,
     diskUsedBytes: BigInt(stats.diskUsedBytes),
+    diskLimitBytes: BigInt(stats.diskLimitBytes),
     nodeCpus: stats.nodeCpus,
     nodeMemoryBytes: BigInt(stats.nodeMemoryBytes),
   });
@@ -55,6 +58,7 @@ export function sandboxStatsFromMessage(message: SandboxStatsMessage): SandboxSt
     memoryLimitBytes: Number(message.memoryLimitBytes),
     pids: message.pids,
     diskUsedBytes: Number(message.diskUsedBytes),
+    diskLimitBytes: Number(message.diskLimitBytes),
     nodeCpus: message.nodeCpus,
     nodeMemoryBytes: Number(message.nodeMemoryBytes),
   };

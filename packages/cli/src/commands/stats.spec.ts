@@ -29,10 +29,29 @@ describe("fsb stats", () => {
   });
 
   it("shows a missing limit as none, with the node's bound", () => {
-    const base = { timestampMs: 0, cpuUsageNanos: 0, memoryCacheBytes: 0, pids: 2, diskUsedBytes: 4 * 2 ** 20, nodeCpus: 8, nodeMemoryBytes: 16 * 2 ** 30 };
+    const base = {
+      timestampMs: 0,
+      cpuUsageNanos: 0,
+      memoryCacheBytes: 0,
+      pids: 2,
+      diskUsedBytes: 4 * 2 ** 20,
+      diskLimitBytes: 0,
+      nodeCpus: 8,
+      nodeMemoryBytes: 16 * 2 ** 30,
+    };
     const limited = { ...base, cpuUsedMillis: 120, cpuLimitMillis: 200, memoryUsedBytes: 2 ** 20, memoryLimitBytes: 32 * 2 ** 20 };
-    assert.deepEqual(statsRow("a", limited), ["a", "120m", "200m", "1Mi", "32Mi", "2", "4Mi"]);
-    assert.deepEqual(statsRow("b", { ...limited, cpuLimitMillis: 0, memoryLimitBytes: 0 }), ["b", "120m", "none (8 cpus)", "1Mi", "none (16Gi)", "2", "4Mi"]);
+    assert.deepEqual(statsRow("a", limited), ["a", "120m", "200m", "1Mi", "32Mi", "2", "4Mi", "none"]);
+    assert.deepEqual(statsRow("b", { ...limited, cpuLimitMillis: 0, memoryLimitBytes: 0 }), [
+      "b",
+      "120m",
+      "none (8 cpus)",
+      "1Mi",
+      "none (16Gi)",
+      "2",
+      "4Mi",
+      "none",
+    ]);
+    assert.deepEqual(statsRow("c", { ...limited, diskLimitBytes: 16 * 2 ** 20 }), ["c", "120m", "200m", "1Mi", "32Mi", "2", "4Mi", "16Mi"]);
   });
 
   it("shows a sample of --history as its time, CPU, memory, processes and disk written", () => {
@@ -46,6 +65,7 @@ describe("fsb stats", () => {
       memoryLimitBytes: 0,
       pids: 4,
       diskUsedBytes: 0,
+      diskLimitBytes: 0,
       nodeCpus: 2,
       nodeMemoryBytes: 2 ** 30,
     };

@@ -4,7 +4,7 @@ import { connect, type GlobalOptions } from "../connection.js";
 import { printFailure } from "../failures.js";
 import { printObjects, printTable, type OutputFormat } from "../output.js";
 
-const STATS_HEADERS = ["NAME", "CPU", "CPU LIMIT", "MEMORY", "MEMORY LIMIT", "PIDS", "DISK WRITTEN"];
+const STATS_HEADERS = ["NAME", "CPU", "CPU LIMIT", "MEMORY", "MEMORY LIMIT", "PIDS", "DISK WRITTEN", "DISK LIMIT"];
 
 /** Cores as kubectl writes CPU: `250m`, `1.5`; `-` for none. */
 export function formatCpu(millis: number): string {
@@ -12,7 +12,7 @@ export function formatCpu(millis: number): string {
   return `${millis}m`;
 }
 
-/** A row of `fsb stats`: a limit of 0 is its node's bound, shown in parentheses. */
+/** A row of `fsb stats`: a CPU or memory limit of 0 is its node's bound, shown in parentheses; a disk limit of 0 is none. */
 export function statsRow(name: string, stats: SandboxStats): string[] {
   return [
     name,
@@ -22,6 +22,7 @@ export function statsRow(name: string, stats: SandboxStats): string[] {
     stats.memoryLimitBytes > 0 ? formatQuantityBytes(stats.memoryLimitBytes) : `none (${formatQuantityBytes(stats.nodeMemoryBytes)})`,
     String(stats.pids),
     formatQuantityBytes(stats.diskUsedBytes),
+    stats.diskLimitBytes > 0 ? formatQuantityBytes(stats.diskLimitBytes) : "none",
   ];
 }
 

@@ -47,6 +47,8 @@ export interface AgentSandbox {
   address?: string;
   /** A checkpoint (or pause) of it is in flight on its agent: `running` says nothing of what it is after. */
   checkpointing?: boolean;
+  /** Why its agent stopped it (its disk use went past its limit); undefined: it did not. */
+  evicted?: string;
 }
 
 /**
@@ -117,6 +119,8 @@ export interface AgentSandboxSpec {
   memoryBytes?: number;
   /** Limit on the number of processes in the sandbox; undefined: no limit. */
   pids?: number;
+  /** Most bytes it may write on its node's disk (root file system layer and run directory); undefined: no limit. */
+  ephemeralStorageBytes?: number;
   /**
    * The agent's sandbox slots as the pool says (`maxSandboxesPerPod`): the agent refuses the create
    * (NoCapacityError) when it already holds that many, creates in flight included, which is how two

@@ -66,6 +66,7 @@ describe("the AgentClient over Connect", () => {
               address: "10.88.0.7",
             },
             { sandboxId: "team.job.d4e5f6", namespace: "team", name: "job", image: "busybox", state: "stopped", exitCode: 137, oomKilled: true },
+            { sandboxId: "team.disk.a0a0a0", namespace: "team", name: "disk", image: "busybox", state: "stopped", evicted: "past its disk limit" },
             { sandboxId: "team.new.000000", state: "creating" },
           ],
         }),
@@ -90,6 +91,15 @@ describe("the AgentClient over Connect", () => {
             address: "10.88.0.7",
           },
           { sandboxId: "team.job.d4e5f6", namespace: "team", name: "job", image: "busybox", state: "stopped", exitCode: 137, oomKilled: true },
+          {
+            sandboxId: "team.disk.a0a0a0",
+            namespace: "team",
+            name: "disk",
+            image: "busybox",
+            state: "stopped",
+            oomKilled: false,
+            evicted: "past its disk limit",
+          },
           { sandboxId: "team.new.000000", namespace: "", name: "", image: "", state: "creating", oomKilled: false },
         ],
       });
@@ -164,7 +174,15 @@ describe("the AgentClient over Connect", () => {
         },
       });
       const created = await client.createSandbox(
-        spec({ workingDir: "/srv", cpuMillis: 500, memoryBytes: 256 * 1024 * 1024, pids: 64, slots: 4, exposedPorts: [8080, 9090] }),
+        spec({
+          workingDir: "/srv",
+          cpuMillis: 500,
+          memoryBytes: 256 * 1024 * 1024,
+          pids: 64,
+          ephemeralStorageBytes: 2 ** 30,
+          slots: 4,
+          exposedPorts: [8080, 9090],
+        }),
       );
       assert.deepStrictEqual(created, {
         sandboxId: "team.web.a1b2c3",
@@ -191,6 +209,7 @@ describe("the AgentClient over Connect", () => {
       assert.equal(received.cpuMillis, 500);
       assert.equal(received.memoryBytes, 268_435_456n);
       assert.equal(received.pids, 64);
+      assert.equal(received.ephemeralStorageBytes, 1_073_741_824n);
       assert.equal(received.slots, 4);
       assert.deepEqual(received.exposedPorts, [8080, 9090]);
     });

@@ -196,6 +196,7 @@ function agentSandboxFromMessage(message: pb.AgentSandbox): AgentSandbox {
     oomKilled: message.oomKilled,
     ...(message.address ? { address: message.address } : {}),
     ...(message.checkpointing ? { checkpointing: true } : {}),
+    ...(message.evicted ? { evicted: message.evicted } : {}),
   };
 }
 
@@ -232,6 +233,7 @@ export function agentSandboxSpecToMessage(spec: AgentSandboxSpec): pb.AgentCreat
     cpuMillis: spec.cpuMillis ?? 0,
     memoryBytes: BigInt(spec.memoryBytes ?? 0),
     pids: spec.pids ?? 0,
+    ephemeralStorageBytes: BigInt(spec.ephemeralStorageBytes ?? 0),
     slots: spec.slots ?? 0,
     exposedPorts: spec.exposedPorts,
     network: sandboxNetworkToMessage(spec.network),

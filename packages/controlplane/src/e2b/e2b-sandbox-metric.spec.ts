@@ -13,6 +13,7 @@ const reading: SandboxStats = {
   memoryLimitBytes: 256 * 2 ** 20,
   pids: 4,
   diskUsedBytes: 8192,
+  diskLimitBytes: 0,
   nodeCpus: 8,
   nodeMemoryBytes: 32 * 2 ** 30,
 };
@@ -39,5 +40,9 @@ describe("e2bSandboxMetricOf", () => {
     assert.equal(metric.cpuCount, 8);
     assert.equal(metric.cpuUsedPct, 25);
     assert.equal(metric.memTotal, 32 * 2 ** 30);
+  });
+
+  it("gives the disk limit as diskTotal (0: none)", () => {
+    assert.equal(e2bSandboxMetricOf({ ...reading, diskLimitBytes: 16 * 2 ** 20 }).diskTotal, 16 * 2 ** 20);
   });
 });

@@ -19,9 +19,9 @@ export interface E2bSandboxMetric {
   memCache: number;
   /** Its memory limit, else its node's memory, in bytes. */
   memTotal: number;
-  /** What it wrote over its image, in bytes. */
+  /** What it holds on its node's disk (what it wrote over its image, and its run directory), in bytes. */
   diskUsed: number;
-  /** 0: Fast Sandbox sets no disk size (a sandbox's writes share its node's disk). */
+  /** Its disk limit (its pool's sandboxResources.ephemeralStorage) in bytes; 0: none (its writes share its node's disk). */
   diskTotal: number;
 }
 
@@ -37,6 +37,6 @@ export function e2bSandboxMetricOf(stats: SandboxStats): E2bSandboxMetric {
     memCache: stats.memoryCacheBytes,
     memTotal: stats.memoryLimitBytes > 0 ? stats.memoryLimitBytes : stats.nodeMemoryBytes,
     diskUsed: stats.diskUsedBytes,
-    diskTotal: 0,
+    diskTotal: stats.diskLimitBytes,
   };
 }

@@ -110,6 +110,12 @@ describe("a sandbox as E2B's API shows it", () => {
     assert.deepEqual(resourcesOf(undefined, HOST), HOST);
   });
 
+  it("resources: the disk is the pool's ephemeralStorage in MiB, else the host's", () => {
+    assert.deepEqual(resourcesOf(pool({ memory: "1Gi", ephemeralStorage: "2Gi" }), HOST), { cpuCount: 8, memoryMB: 1024, diskSizeMB: 2048 });
+    assert.equal(resourcesOf(pool({ ephemeralStorage: "1G" }), HOST).diskSizeMB, 953);
+    assert.equal(resourcesOf(pool({ cpu: "1" }), HOST).diskSizeMB, 100_000);
+  });
+
   it("resources without the pool's limits: its agents' limits (all their sandboxes together), each one left out the host's", () => {
     const agent = { cpuMillis: 1500, memoryBytes: 2 * 1024 ** 3 };
     assert.deepEqual(resourcesOf(pool(), HOST, agent), { cpuCount: 2, memoryMB: 2048, diskSizeMB: 100_000 });

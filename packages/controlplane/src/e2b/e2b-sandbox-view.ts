@@ -127,7 +127,7 @@ export function endAtOf(sandbox: Sandbox): string {
 /**
  * The CPUs, memory and disk of the pool's sandboxes: its `sandboxResources`, else its agents' limits
  * (which bound all of an agent's sandboxes together, so one sandbox at most) where below the
- * host's, else the host's. E2B
+ * host's, else the host's (the disk: its `ephemeralStorage`, else the host's). E2B
  * counts whole CPUs (at least 1) and at least 128 MiB, so smaller limits are rounded up to those.
  */
 export function resourcesOf(pool: SandboxPool | undefined, host: HostResources, agent: AgentLimits = {}): SandboxResources {
@@ -137,7 +137,10 @@ export function resourcesOf(pool: SandboxPool | undefined, host: HostResources, 
   // An agent's limits may exceed its node (the shipped template's 4 CPUs on a 2-CPU node): the lesser.
   const cpuCount = cpuMillis !== undefined ? Math.min(Math.ceil(cpuMillis / 1000), limits?.cpu ? Infinity : host.cpuCount) : host.cpuCount;
   const memoryMB = memoryBytes !== undefined ? Math.min(Math.floor(memoryBytes / MIB), limits?.memory ? Infinity : host.memoryMB) : host.memoryMB;
-  return { cpuCount: Math.max(1, cpuCount), memoryMB: Math.max(128, memoryMB), diskSizeMB: host.diskSizeMB };
+  const diskSizeMB = limits?.ephemeralStorage
+    ? Math.floor(parseMemoryBytes(limits.ephemeralStorage, "sandboxResources.ephemeralStorage") / MIB)
+    : host.diskSizeMB;
+  return { cpuCount: Math.max(1, cpuCount), memoryMB: Math.max(128, memoryMB), diskSizeMB };
 }
 
 export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken: string, trafficAccessToken: string, domain?: string): E2bSandbox {

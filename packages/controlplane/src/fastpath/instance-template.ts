@@ -12,12 +12,15 @@ import { agentSandboxSpecToMessage } from "../agent-client/rpc-agent-client.js";
 import { instanceNetwork } from "./sandbox-network.js";
 
 /** The pool's per-sandbox limits, as an agent create request carries them (undefined: none). */
-export function poolInstanceLimits(pool: SandboxPool): Pick<AgentSandboxSpec, "cpuMillis" | "memoryBytes" | "pids"> {
+export function poolInstanceLimits(pool: SandboxPool): Pick<AgentSandboxSpec, "cpuMillis" | "memoryBytes" | "pids" | "ephemeralStorageBytes"> {
   const resources = pool.spec.sandboxResources;
   return {
     cpuMillis: resources?.cpu ? parseCpuMillis(resources.cpu, "pool.spec.sandboxResources.cpu") : undefined,
     memoryBytes: resources?.memory ? parseMemoryBytes(resources.memory, "pool.spec.sandboxResources.memory") : undefined,
     pids: resources?.pids,
+    ephemeralStorageBytes: resources?.ephemeralStorage
+      ? parseMemoryBytes(resources.ephemeralStorage, "pool.spec.sandboxResources.ephemeralStorage")
+      : undefined,
   };
 }
 

@@ -114,6 +114,7 @@ export class FakeAgentClient implements AgentClient {
     memoryLimitBytes: 0,
     pids: 0,
     diskUsedBytes: 0,
+    diskLimitBytes: 0,
     nodeCpus: 1,
     nodeMemoryBytes: 0,
   };

@@ -59,7 +59,11 @@ beforeEach(() => {
   fixture = new SandboxManagerFixture({
     start: NOW,
     // Shared: the port cases rely on exposed ports being exclusive on the agent's address.
-    pool: pool("default", { runtimeType: "gvisor", sandboxResources: { cpu: "500m", memory: "256Mi", pids: 64 }, network: { mode: "Shared" } }),
+    pool: pool("default", {
+      runtimeType: "gvisor",
+      sandboxResources: { cpu: "500m", memory: "256Mi", pids: 64, ephemeralStorage: "1Gi" },
+      network: { mode: "Shared" },
+    }),
   });
   ({ clock, store, registry, manager, clients, released } = fixture);
   agent = fixture.addAgent(AGENT);
@@ -181,6 +185,7 @@ describe("SandboxManager", () => {
       assert.equal(request.cpuMillis, 500);
       assert.equal(request.memoryBytes, 256 * 1024 * 1024);
       assert.equal(request.pids, 64);
+      assert.equal(request.ephemeralStorageBytes, 2 ** 30);
     });
 
     it("sends the agent its slots (the pool's maxSandboxesPerPod) and the exposed ports, for the agent's own admission", async () => {

@@ -192,7 +192,7 @@ export class AgentAdoption {
         } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {
           // Not confirmed by a status asked for after the list (the agent did not answer, or went): not decided now.
           if (!stopped && !confirmed) continue;
-          const lost = lostInstanceCondition(agentName, stopped ? "stopped" : "missing");
+          const lost = lostInstanceCondition(agentName, stopped ? "stopped" : "missing", instance?.evicted);
           logger.warn({ sandbox: key, agent: agentName, reason: lost.reason }, `${lost.message}; marking it Lost`);
           const written = await writeStatus(store, sandbox, { phase: "Lost", sandboxIP: undefined }, lost, this.clock.now());
           if (stopped) await manager.removeLostInstance(written);

@@ -411,6 +411,29 @@ describe("SandboxReconciler", () => {
       assert.equal(allocated(), 1, "the Lost one's slot is free; the replacement holds one");
     });
 
+    it("marks a sandbox its agent evicted (stopped, past its disk limit) Lost with reason Evicted and the agent's words; AutoRecreate replaces it", async () => {
+      const manual = await manager.create({ name: "manual", spec: spec() });
+      const auto = await manager.create({ name: "auto", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
+      await settle();
+      const evicted = "its disk use, 24.00 MiB (root file system changes and run directory), went past its limit of 16.00 MiB";
+      const stopped = [manual, auto].map((sandbox) => ({ sandboxId: sandbox.status?.sandboxID ?? "", state: "stopped" as const, evicted }));
+      for (const seconds of [1, 5, 5]) {
+        advance(seconds);
+        report(AGENT, stopped);
+        await settle();
+      }
+      const lost = await stored("manual");
+      assert.equal(lost?.status?.phase, "Lost");
+      assert.deepEqual([condition(lost, "Ready")?.reason, condition(lost, "Ready")?.message], ["Evicted", `agent default-0 stopped it: ${evicted}`]);
+      assert.ok(client(AGENT).calls.includes(`delete ${manual.status?.sandboxID} 0`), "its stopped instance goes, with what it wrote");
+      advance(1);
+      await settle();
+      const replaced = await stored("auto");
+      assert.equal(replaced?.status?.phase, "Running");
+      assert.notEqual(replaced?.status?.sandboxID, auto.status?.sandboxID, "a new instance");
+      assert.equal(condition(replaced, "Recreated")?.reason, "InstanceLost");
+    });
+
     it("a sandbox whose instance was lost and whose first recreate failed is recreated for the same reason (InstanceLost)", async () => {
       const auto = await manager.create({ name: "auto", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
       await settle();

@@ -70,7 +70,11 @@ export interface AgentObserver {
     name: string,
     namespace?: string,
   ):
-    | { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode" | "address" | "checkpointing">[] }; at: Date; askedAt: Date }
+    | {
+        status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode" | "address" | "checkpointing" | "evicted">[] };
+        at: Date;
+        askedAt: Date;
+      }
     | undefined;
   /** Calls `listener` with an agent's name when its connectivity changes (it answers, is lost, is removed); returns the unsubscribe function. */
   onAgentChanged(listener: (agentName: string) => void): () => void;
@@ -477,7 +481,7 @@ export class SandboxReconciler implements Reconciler {
     seen.missingSince ??= observed.askedAt;
     const missingForMs = observed.askedAt.getTime() - seen.missingSince.getTime();
     if (missingForMs < MISSING_CONFIRM_MS) return { requeueAfterMs: Math.max(REPORT_RECHECK_MS, MISSING_CONFIRM_MS - missingForMs) };
-    const lost = reported ? lostInstanceCondition(agentName, "stopped") : lostInstanceCondition(agentName, "missing");
+    const lost = reported ? lostInstanceCondition(agentName, "stopped", reported.evicted) : lostInstanceCondition(agentName, "missing");
     this.options.logger.warn({ sandbox: key, agent: agentName, sandboxId, reason: lost.reason }, `${lost.message}; marking it Lost`);
     const written = await this.writeStatus(sandbox, { phase: "Lost", endpoints: [], sandboxIP: undefined }, lost, now);
     this.options.registry.release(key);

@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, openSync, ftruncateSync, closeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { directoryDiskBytes } from "./disk-usage.js";
+
+const MIB = 2 ** 20;
+
+describe("directoryDiskBytes", () => {
+  const root = mkdtempSync(join(tmpdir(), "fsb-disk-usage-"));
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  it("counts the blocks of every file under the tree, once per file, without following links out of it", async () => {
+    const tree = join(root, "tree");
+    mkdirSync(join(tree, "a", "b"), { recursive: true });
+    writeFileSync(join(tree, "a", "b", "one"), Buffer.alloc(MIB, 1));
+    writeFileSync(join(tree, "two"), Buffer.alloc(2 * MIB, 2));
+    const alone = await directoryDiskBytes(tree);
+    assert.ok(alone >= 3 * MIB && alone < 3 * MIB + 64 * 1024, `${alone} bytes`);
+
+    // A second link to a file is the same blocks; a symbolic link to a big file elsewhere is a link's.
+    linkSync(join(tree, "two"), join(tree, "two-again"));
+    const outside = join(root, "outside");
+    writeFileSync(outside, Buffer.alloc(8 * MIB, 3));
+    symlinkSync(outside, join(tree, "to-outside"));
+    symlinkSync(root, join(tree, "to-root"));
+    const linked = await directoryDiskBytes(tree);
+    assert.ok(linked - alone < 16 * 1024, `links added ${linked - alone} bytes`);
+  });
+
+  it("counts what a sparse file holds, not its length", async () => {
+    const sparse = join(root, "sparse");
+    mkdirSync(sparse);
+    const fd = openSync(join(sparse, "holes"), "w");
+    ftruncateSync(fd, 1024 * MIB);
+    closeSync(fd);
+    assert.ok((await directoryDiskBytes(sparse)) < MIB);
+  });
+
+  it("is 0 for a tree that does not exist, and a file's own blocks for a file", async () => {
+    assert.equal(await directoryDiskBytes(join(root, "missing")), 0);
+    const file = join(root, "file");
+    writeFileSync(file, Buffer.alloc(MIB, 4));
+    assert.ok((await directoryDiskBytes(file)) >= MIB);
+  });
+});

@@ -1,0 +1,99 @@
+/**
+ * Holds each sandbox to its disk limit (its pool's sandboxResources.ephemeralStorage) the way the
+ * kubelet holds a Pod to its ephemeral-storage limit: by measuring, not by a quota (a node's
+ * overlayfs on ext4 has none to give). Every `intervalMs` the guard reads the disk use of each
+ * running sandbox that has a limit — its snapshot's usage and its run directory, walked as `du`
+ * does — and evicts one past it: every process of it is killed, the reason recorded with it. Its
+ * agent reports it stopped and evicted; the control plane marks it Lost, reason Evicted, and its
+ * failurePolicy decides (AutoRecreate: a new instance on a fresh root file system). A sandbox can
+ * write past its limit for up to one interval (and what it writes at its disk's speed meanwhile).
+ * Sandboxes without a limit cost nothing but the list.
+ */
+import type { Logger } from "pino";
+import { NotFoundError } from "@fast-sandbox/api/core";
+import type { Runtime } from "./runtime.js";
+
+export interface EphemeralStorageGuardOptions {
+  runtime: Pick<Runtime, "list" | "stats" | "evict">;
+  /** @default 10000 (the kubelet's housekeeping interval) */
+  intervalMs?: number;
+  logger?: Pick<Logger, "warn">;
+  /** Told of each eviction (the agent's metrics). */
+  onEvicted?: (sandboxId: string) => void;
+}
+
+const MIB = 1024 ** 2;
+
+/** A size in MiB, two decimals: what an eviction's reason shows. */
+function mib(bytes: number): string {
+  return `${(bytes / MIB).toFixed(2)} MiB`;
+}
+
+/** The reason an eviction records (and its sandbox's Lost condition shows, behind "agent X stopped it: "). */
+export function evictionReason(usedBytes: number, limitBytes: number): string {
+  return `its disk use, ${mib(usedBytes)} (root file system changes and run directory), went past its limit of ${mib(limitBytes)} (the pool's sandboxResources.ephemeralStorage)`;
+}
+
+export class EphemeralStorageGuard {
+  private readonly runtime: EphemeralStorageGuardOptions["runtime"];
+  private readonly intervalMs: number;
+  private readonly logger: EphemeralStorageGuardOptions["logger"];
+  private readonly onEvicted: EphemeralStorageGuardOptions["onEvicted"];
+  private timer: NodeJS.Timeout | undefined;
+  private pass: Promise<void> | undefined;
+
+  constructor(options: EphemeralStorageGuardOptions) {
+    this.runtime = options.runtime;
+    this.intervalMs = options.intervalMs ?? 10_000;
+    this.logger = options.logger;
+    this.onEvicted = options.onEvicted;
+  }
+
+  /** Checks every intervalMs from now on (the timer keeps no process alive). */
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.checkAll(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.pass;
+  }
+
+  /** One pass over the running sandboxes that have a limit; a pass still running when the next is due is not doubled. */
+  async checkAll(): Promise<void> {
+    if (this.pass) return;
+    this.pass = this.checkRunning().finally(() => (this.pass = undefined));
+    await this.pass;
+  }
+
+  private async checkRunning(): Promise<void> {
+    let listed;
+    try {
+      listed = await this.runtime.list();
+    } catch (error) {
+      this.logger?.warn({ err: error }, "could not list the sandboxes to check their disk use; trying again at the next interval");
+      return;
+    }
+    for (const sandbox of listed) {
+      const limit = sandbox.ephemeralStorageBytes;
+      // A paused one (a checkpoint in flight) is left to the next pass.
+      if (limit === undefined || sandbox.state !== "running" || sandbox.checkpointing || sandbox.evicted) continue;
+      try {
+        const { diskUsedBytes } = await this.runtime.stats(sandbox.sandboxId, 0, { disk: true });
+        if (diskUsedBytes <= limit) continue;
+        const reason = evictionReason(diskUsedBytes, limit);
+        this.logger?.warn({ sandboxId: sandbox.sandboxId, diskUsedBytes, limitBytes: limit }, `evicting a sandbox: ${reason}`);
+        await this.runtime.evict(sandbox.sandboxId, reason);
+        this.onEvicted?.(sandbox.sandboxId);
+      } catch (error) {
+        // Gone between the list and now: nothing to guard.
+        if (!(error instanceof NotFoundError)) {
+          this.logger?.warn({ sandboxId: sandbox.sandboxId, err: error }, "could not check a sandbox's disk use; trying again at the next interval");
+        }
+      }
+    }
+  }
+}
