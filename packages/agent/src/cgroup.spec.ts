@@ -7,7 +7,16 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import { FailedPreconditionError, UnavailableError } from "@fast-sandbox/api/core";
-import { detectCgroupLayout, joinCgroup, killCgroupProcesses, limitCgroup, readCgroupUsage, readOomKillCount, removeCgroup } from "./cgroup.js";
+import {
+  cgroupProcessIds,
+  detectCgroupLayout,
+  joinCgroup,
+  killCgroupProcesses,
+  limitCgroup,
+  readCgroupUsage,
+  readOomKillCount,
+  removeCgroup,
+} from "./cgroup.js";
 import { FakeCgroup2 } from "./fake-cgroup2.fixture.js";
 
 const roots: string[] = [];
@@ -386,6 +395,33 @@ describe("limitCgroup", () => {
     } finally {
       for (let i = 0; i < 50 && (removeCgroup(layout, child).length > 0 || removeCgroup(layout, path).length > 0); i++) await sleep(20);
     }
+  });
+});
+
+describe("cgroupProcessIds", () => {
+  it("v2: the pids of the cgroup and of the cgroups below it; 0s (another PID namespace) left out", () => {
+    const root = v2Tree({ "": "cpu memory pids", "fsb/sb": "", "fsb/sb/inner": "", "fsb/other": "" });
+    writeFileSync(join(root, "fsb/sb/cgroup.procs"), "12\n0\n34\n");
+    writeFileSync(join(root, "fsb/sb/inner/cgroup.procs"), "56\n");
+    writeFileSync(join(root, "fsb/other/cgroup.procs"), "78\n");
+    const layout = detectCgroupLayout(root);
+    assert.deepEqual(
+      cgroupProcessIds(layout, "/fsb/sb").sort((a, b) => a - b),
+      [12, 34, 56],
+    );
+    assert.deepEqual(cgroupProcessIds(layout, "/fsb/gone"), []);
+    assert.deepEqual(cgroupProcessIds(layout, "/"), [], "never the root's");
+  });
+
+  it("v1: the pids hierarchy's, where it is mounted", () => {
+    const root = tempRoot();
+    for (const controller of ["pids", "memory"]) mkdirSync(join(root, controller, "fsb/sb"), { recursive: true });
+    writeFileSync(join(root, "pids/fsb/sb/cgroup.procs"), "21\n43\n");
+    writeFileSync(join(root, "memory/fsb/sb/cgroup.procs"), "21\n43\n");
+    assert.deepEqual(
+      cgroupProcessIds(detectCgroupLayout(root), "/fsb/sb").sort((a, b) => a - b),
+      [21, 43],
+    );
   });
 });
 

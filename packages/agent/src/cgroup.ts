@@ -449,6 +449,34 @@ export async function killCgroupProcesses(layout: CgroupLayout, path: string): P
 }
 
 /**
+ * The processes of the cgroup at `path` and of the cgroups below it, by their pids in this process's
+ * PID namespace (v1: its pids hierarchy's, else every hierarchy's); empty when there are none, or
+ * when they are in another PID namespace (an agent Pod without hostPID sees none by pid).
+ */
+export function cgroupProcessIds(layout: CgroupLayout, path: string): number[] {
+  const relative = path.replace(/^\/+/, "");
+  if (relative === "") return [];
+  const roots =
+    layout.version === 2
+      ? [join(layout.root, relative)]
+      : existsSync(join(layout.root, "pids", relative))
+        ? [join(layout.root, "pids", relative)]
+        : v1Hierarchies(layout.root).map((hierarchy) => join(hierarchy, relative));
+  const directories: string[] = [];
+  const pending = [...roots];
+  while (pending.length > 0) {
+    const directory = pending.pop()!;
+    directories.push(directory);
+    try {
+      for (const entry of readdirSync(directory, { withFileTypes: true })) if (entry.isDirectory()) pending.push(join(directory, entry.name));
+    } catch {
+      // not there (any more)
+    }
+  }
+  return cgroupMembers(directories).pids;
+}
+
+/**
  * v1, where the cgroup's cgroup.procs lists no process: the tasks its pids hierarchy counts all the
  * same (`zeros`, the 0s a listing gave, at least), which are in another PID namespace (v1 leaves them
  * out of the listing) — unless a cgroup below has them, or they are exiting: those get a moment to go.

@@ -3,7 +3,10 @@ import { linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, o
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { directoryDiskBytes } from "./disk-usage.js";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync } from "node:fs";
+import { directoryDiskBytes, openDeletedFileBytes } from "./disk-usage.js";
 
 const MIB = 2 ** 20;
 
@@ -43,5 +46,45 @@ describe("directoryDiskBytes", () => {
     const file = join(root, "file");
     writeFileSync(file, Buffer.alloc(MIB, 4));
     assert.ok((await directoryDiskBytes(file)) >= MIB);
+  });
+});
+
+describe("openDeletedFileBytes", () => {
+  const root = mkdtempSync(join(tmpdir(), "fsb-open-deleted-"));
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  /** A process that opens `paths` (in that order), writes `mib` MiB to each, removes what `remove` lists, then waits. */
+  async function holder(paths: string[], remove: string[], mib: number) {
+    const script = `
+      const fs = require("node:fs");
+      const paths = ${JSON.stringify(paths)};
+      const fds = paths.map((path) => fs.openSync(path, "w"));
+      for (const fd of fds) fs.writeSync(fd, Buffer.alloc(${mib} * 1048576, 7)), fs.fsyncSync(fd);
+      for (const path of ${JSON.stringify(remove)}) fs.unlinkSync(path);
+      process.stdout.write("ready\\n");
+      setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    await once(child.stdout, "data");
+    return child;
+  }
+
+  it("counts a file removed while a process holds it open, once, and not one still linked or in memory", async () => {
+    const deleted = join(root, "deleted");
+    const kept = join(root, "kept");
+    const linked = join(root, "linked");
+    const shm = existsSync("/dev/shm") ? join("/dev/shm", `fsb-open-deleted-${process.pid}`) : undefined;
+    const child = await holder([deleted, kept, linked, ...(shm ? [shm] : [])], [deleted, ...(shm ? [shm] : [])], 4);
+    // A second name of `linked`, then its first removed: removed but still linked, so a walk sees it.
+    linkSync(linked, join(root, "linked-again"));
+    rmSync(linked);
+    try {
+      const bytes = await openDeletedFileBytes([child.pid!, child.pid!]);
+      assert.ok(bytes >= 4 * MIB && bytes < 5 * MIB, `${bytes} bytes: the removed 4 MiB file alone, once`);
+      assert.equal(await openDeletedFileBytes([]), 0);
+    } finally {
+      child.kill("SIGKILL");
+      await once(child, "exit");
+    }
+    assert.equal(await openDeletedFileBytes([child.pid!]), 0, "a process gone holds nothing");
   });
 });

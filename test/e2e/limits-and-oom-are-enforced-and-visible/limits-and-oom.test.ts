@@ -55,7 +55,7 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       pools: [
         pool("limited", { maxSandboxesPerPod: 4, sandboxResources: { cpu: "200m", memory: "32Mi", pids: PIDS_LIMIT } }),
         pool("unlimited", { maxSandboxesPerPod: 4 }),
-        pool("disk-limited", { maxSandboxesPerPod: 4, sandboxResources: { ephemeralStorage: `${DISK_LIMIT_MIB}Mi` } }),
+        pool("disk-limited", { maxSandboxesPerPod: 6, sandboxResources: { ephemeralStorage: `${DISK_LIMIT_MIB}Mi` } }),
         pool("agent-limited", {
           maxSandboxesPerPod: 4,
           agentTemplate: { spec: { containers: [{ name: "agent", resources: { limits: AGENT_LIMITS } }] } },
@@ -293,7 +293,7 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     for (const sandbox of [hog, calm, control]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
 
-  it("disk: a sandbox that writes past its ephemeralStorage, to its root file system or its run directory, is evicted (Lost, Evicted); AutoRecreate starts it afresh", async () => {
+  it("disk: a sandbox that writes past its ephemeralStorage, to its root file system or its run directory, is evicted (Lost, Evicted), as one that holds a removed file open; AutoRecreate starts it afresh", async () => {
     const { client } = embedded;
     const get = (name: string) => client.sandboxes.get(name);
     const ready = async (name: string) => (await get(name)).status?.conditions?.find((c) => c.type === "Ready");
@@ -302,6 +302,9 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     const rootHog = await client.sandboxes.create({ ...sleeper, pool: "disk-limited" });
     const runDirHog = await client.sandboxes.create({ ...sleeper, pool: "disk-limited", failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 2 });
     const control = await client.sandboxes.create({ ...sleeper, pool: "unlimited" });
+    // 24 MiB in a file it removed at once and holds open: no walk of its files sees them.
+    const hidden = "exec 3>/hidden && rm /hidden && dd if=/dev/urandom bs=1048576 count=24 >&3 2>/dev/null; echo hidden-written; sleep 3600";
+    const hiddenHog = await client.sandboxes.create({ image: BASE_IMAGE, command: ["sh", "-c", hidden], pool: "disk-limited" });
 
     // Within the limit: 4 MiB stays, and is counted against it.
     const write = (name: string, path: string, mib: number) =>
@@ -325,6 +328,8 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     const evicted = await ready(rootHog.metadata.name);
     assert.equal(evicted?.reason, "Evicted");
     assert.match(evicted?.message ?? "", /^agent \S+ stopped it: its disk use, \d+\.\d\d MiB .*went past its limit of 16\.00 MiB/);
+    await waitFor(async () => (await get(hiddenHog.metadata.name)).status?.phase === "Lost", 30_000, "the hog of a removed file it holds open Lost");
+    assert.equal((await ready(hiddenHog.metadata.name))?.reason, "Evicted");
     // Its instance goes with what it wrote (failurePolicy Manual: the record stays, Lost).
     await waitFor(
       () => !sandboxesInContainerd(embedded.containerdNamespace).includes(rootHog.status?.sandboxID ?? "?"),
@@ -348,7 +353,7 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       assert.equal((await get(sandbox.metadata.name)).status?.phase, "Running", `${sandbox.metadata.name} runs on`);
       assert.equal((await client.sandboxes.exec(sandbox.metadata.name, ["true"])).exitCode, 0);
     }
-    for (const sandbox of [calm, rootHog, runDirHog, control]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+    for (const sandbox of [calm, rootHog, runDirHog, hiddenHog, control]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
 
   it("agent limits: a sandbox without limits of its own, on an agent limited to 48Mi, is held to them (its 100 MiB process is OOM-killed)", async () => {

@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Connection, FastSandbox } from "@fast-sandbox/sdk";
 import { recordedContainerOfSandbox, runningTasks } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
@@ -29,6 +30,9 @@ int main(void) {
 
 /** A pool's `pids` below what gVisor's own threads take on the host (~80 idle here). */
 const SMALL_PIDS = 16;
+/** The untrusted pool's disk limit, measured every half second (10 s by default). */
+const DISK_LIMIT = "16Mi";
+process.env.FSB_DISK_CHECK_INTERVAL_MS = "500";
 
 describe("a pool with runtimeType gvisor runs untrusted code under runsc", () => {
   let embedded: EmbeddedCase;
@@ -37,7 +41,7 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
     embedded = await startEmbedded({
       name: "gvisor",
       pools: [
-        pool("untrusted", { maxSandboxesPerPod: 2, runtimeType: "gvisor" }),
+        pool("untrusted", { maxSandboxesPerPod: 2, runtimeType: "gvisor", sandboxResources: { ephemeralStorage: DISK_LIMIT } }),
         pool("few-pids", { maxSandboxesPerPod: 1, runtimeType: "gvisor", sandboxResources: { pids: SMALL_PIDS } }),
         pool("runc", { maxSandboxesPerPod: 1 }),
       ],
@@ -130,6 +134,23 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
     } finally {
       rmSync(work, { recursive: true, force: true });
     }
+  });
+
+  it("a disk limit counts what a gVisor sandbox writes to its run directory (evicted past it), not its root file system's changes (its memory)", async () => {
+    const { client } = embedded;
+    const sandbox = await client.sandboxes.create({ pool: "untrusted", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    const write = (path: string) => ["sh", "-c", `dd if=/dev/urandom of=${path} bs=1048576 count=24 2>/dev/null && sync && echo written`];
+    // 24 MiB in the root file system: gVisor keeps it in the sandbox's memory (runsc's overlay), not on the node's disk.
+    assert.equal((await client.sandboxes.exec(sandbox.metadata.name, write("/in-memory"))).stdout, "written\n");
+    await sleep(2_000); // four checks
+    assert.equal((await client.sandboxes.get(sandbox.metadata.name)).status?.phase, "Running");
+    // 24 MiB in its run directory: a file of the node's disk (through the gofer), past the 16Mi limit.
+    await client.sandboxes.exec(sandbox.metadata.name, write("/.fast-sandbox/run/on-disk")).catch(() => undefined);
+    await waitFor(async () => (await client.sandboxes.get(sandbox.metadata.name)).status?.phase === "Lost", 30_000, "the gVisor sandbox Lost");
+    const ready = (await client.sandboxes.get(sandbox.metadata.name)).status?.conditions?.find((c) => c.type === "Ready");
+    assert.equal(ready?.reason, "Evicted");
+    assert.match(ready?.message ?? "", /went past its limit of 16\.00 MiB/);
+    await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
 
   it("a pool's small pids limit leaves gVisor's own threads room: the sandbox runs and starts processes, its host limit the pool's plus gVisor's", async () => {

@@ -90,12 +90,12 @@ import {
 } from "./oci-spec.js";
 import { CommandStartWatcher, commandStartError } from "./command-start.js";
 import { ClaimJournal, type RunDirMove } from "./claim-journal.js";
-import { detectCgroupLayout, killCgroupProcesses, readCgroupUsage, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
+import { cgroupProcessIds, detectCgroupLayout, killCgroupProcesses, readCgroupUsage, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
 import type { SandboxNetworkSettings } from "../network/network-settings.js";
 import type { SharedNetwork } from "../shared-network.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
 import { IpNetworkNamespaces } from "../network/network-namespace.js";
-import { directoryDiskBytes } from "../disk-usage.js";
+import { directoryDiskBytes, openDeletedFileBytes } from "../disk-usage.js";
 import { LABEL_EVICTED, diskLimitLabels, diskLimitOf, evictedLabel } from "./disk-limit-labels.js";
 
 /** Label carrying the image reference of a sandbox. */
@@ -1818,7 +1818,10 @@ export class ContainerdRuntime implements Runtime {
       } catch (error) {
         if (!isNotFound(error)) throw error;
       }
+      // Its run directory (on the node's disk, outside its snapshot), and files its processes removed
+      // but hold open (which no walk sees).
       diskUsedBytes += await directoryDiskBytes(this.runDir(sandboxId));
+      diskUsedBytes += await openDeletedFileBytes(cgroupProcessIds(this.cgroupLayout, cgroup));
     }
     return {
       timestampMs: Date.now(),
