@@ -13,6 +13,7 @@
 import type { Logger } from "pino";
 import { NotFoundError } from "@fast-sandbox/api/core";
 import type { Runtime } from "./runtime.js";
+import { PeriodicPass } from "../periodic-pass.js";
 
 export interface EphemeralStorageGuardOptions {
   runtime: Pick<Runtime, "list" | "stats" | "evict">;
@@ -37,37 +38,29 @@ export function evictionReason(usedBytes: number, limitBytes: number): string {
 
 export class EphemeralStorageGuard {
   private readonly runtime: EphemeralStorageGuardOptions["runtime"];
-  private readonly intervalMs: number;
   private readonly logger: EphemeralStorageGuardOptions["logger"];
   private readonly onEvicted: EphemeralStorageGuardOptions["onEvicted"];
-  private timer: NodeJS.Timeout | undefined;
-  private pass: Promise<void> | undefined;
+  private readonly passes: PeriodicPass;
 
   constructor(options: EphemeralStorageGuardOptions) {
     this.runtime = options.runtime;
-    this.intervalMs = options.intervalMs ?? 10_000;
     this.logger = options.logger;
     this.onEvicted = options.onEvicted;
+    this.passes = new PeriodicPass(() => this.checkRunning(), options.intervalMs ?? 10_000);
   }
 
   /** Checks every intervalMs from now on (the timer keeps no process alive). */
   start(): void {
-    if (this.timer) return;
-    this.timer = setInterval(() => void this.checkAll(), this.intervalMs);
-    this.timer.unref();
+    this.passes.start();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    this.timer = undefined;
-    await this.pass;
+    await this.passes.stop();
   }
 
   /** One pass over the running sandboxes that have a limit; a pass still running when the next is due is not doubled. */
   async checkAll(): Promise<void> {
-    if (this.pass) return;
-    this.pass = this.checkRunning().finally(() => (this.pass = undefined));
-    await this.pass;
+    await this.passes.run();
   }
 
   private async checkRunning(): Promise<void> {

@@ -11,6 +11,7 @@
 import type { Logger } from "pino";
 import { NotFoundError } from "@fast-sandbox/api/core";
 import type { Runtime, RuntimeSandboxStats } from "../runtime/runtime.js";
+import { PeriodicPass } from "../periodic-pass.js";
 
 export interface StatsHistoryOptions {
   runtime: Pick<Runtime, "list" | "stats">;
@@ -98,17 +99,15 @@ class History {
 
 export class StatsHistory {
   private readonly runtime: StatsHistoryOptions["runtime"];
-  private readonly intervalMs: number;
   private readonly retain: number;
   private readonly diskEvery: number;
   private readonly logger: StatsHistoryOptions["logger"];
   private readonly histories = new Map<string, History>();
-  private timer: NodeJS.Timeout | undefined;
-  private pass: Promise<void> | undefined;
+  private readonly passes: PeriodicPass;
 
   constructor(options: StatsHistoryOptions) {
     this.runtime = options.runtime;
-    this.intervalMs = options.intervalMs ?? 5000;
+    this.passes = new PeriodicPass(() => this.sampleRunning(), options.intervalMs ?? 5000);
     this.retain = Math.max(1, options.retain ?? 720);
     this.diskEvery = Math.max(1, options.diskEvery ?? 6);
     this.logger = options.logger;
@@ -116,15 +115,11 @@ export class StatsHistory {
 
   /** Samples every intervalMs from now on (the timer keeps no process alive). */
   start(): void {
-    if (this.timer) return;
-    this.timer = setInterval(() => void this.sampleAll(), this.intervalMs);
-    this.timer.unref();
+    this.passes.start();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    this.timer = undefined;
-    await this.pass;
+    await this.passes.stop();
   }
 
   /**
@@ -132,9 +127,7 @@ export class StatsHistory {
    * pass still running when the next is due is not doubled (that one is skipped).
    */
   async sampleAll(): Promise<void> {
-    if (this.pass) return;
-    this.pass = this.sampleRunning().finally(() => (this.pass = undefined));
-    await this.pass;
+    await this.passes.run();
   }
 
   /** The samples of a sandbox taken within [sinceMs, untilMs] (0: open), oldest first; NotFoundError for a sandbox this agent does not hold. */

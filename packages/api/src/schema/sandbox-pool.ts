@@ -102,6 +102,24 @@ const QUANTITY_MAX_LENGTH = 64;
  */
 const MEMORY_QUANTITY = "(self.endsWith('K') ? self.substring(0, size(self) - 1) + 'k' : self)";
 
+/**
+ * A quantity of bytes in the memory grammar (`256Mi`, `1G`), from `minBytes` to below 2^53, the
+ * range told the API server as a CEL rule (a value of another grammar is left to the pattern).
+ */
+function bytesQuantity(description: string, minBytes: number, range: string) {
+  return Type.String({
+    maxLength: QUANTITY_MAX_LENGTH,
+    pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$",
+    description,
+    "x-kubernetes-validations": [
+      {
+        rule: `!isQuantity(${MEMORY_QUANTITY}) || (quantity(${MEMORY_QUANTITY}).compareTo(quantity('${minBytes}')) >= 0 && quantity(${MEMORY_QUANTITY}).isLessThan(quantity('${SANDBOX_MEMORY_LIMIT_BYTES}')))`,
+        message: `is out of range; ${range}`,
+      },
+    ],
+  });
+}
+
 export const SandboxResources = Type.Object(
   {
     cpu: Type.Optional(
@@ -120,33 +138,19 @@ export const SandboxResources = Type.Object(
       }),
     ),
     memory: Type.Optional(
-      Type.String({
-        maxLength: QUANTITY_MAX_LENGTH,
-        pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$",
-        description:
-          "Memory per sandbox, e.g. 256Mi: a whole number of bytes, or with one of the suffixes Ki, Mi, Gi, Ti, K, M, G, T; at least 6Mi, less than 8192Ti.",
-        "x-kubernetes-validations": [
-          {
-            rule: `!isQuantity(${MEMORY_QUANTITY}) || (quantity(${MEMORY_QUANTITY}).compareTo(quantity('${SANDBOX_MEMORY_MIN_BYTES}')) >= 0 && quantity(${MEMORY_QUANTITY}).isLessThan(quantity('${SANDBOX_MEMORY_LIMIT_BYTES}')))`,
-            message: `is out of range; ${MEMORY_RANGE}`,
-          },
-        ],
-      }),
+      bytesQuantity(
+        "Memory per sandbox, e.g. 256Mi: a whole number of bytes, or with one of the suffixes Ki, Mi, Gi, Ti, K, M, G, T; at least 6Mi, less than 8192Ti.",
+        SANDBOX_MEMORY_MIN_BYTES,
+        MEMORY_RANGE,
+      ),
     ),
     pids: Type.Optional(Type.Integer({ minimum: 1, maximum: INT32_MAX, description: "Most processes (threads included) per sandbox. Default 4096." })),
     ephemeralStorage: Type.Optional(
-      Type.String({
-        maxLength: QUANTITY_MAX_LENGTH,
-        pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$",
-        description:
-          "Disk per sandbox, e.g. 1Gi (the memory grammar): what it may write on its node's disk, its root file system's own layer and its run directory. Its agent measures it every 10 s (FSB_DISK_CHECK_INTERVAL_MS) and stops a sandbox past it, as the kubelet evicts a Pod: the sandbox becomes Lost with reason Evicted (failurePolicy AutoRecreate replaces it). gVisor sandboxes keep their root file system's changes in memory (bounded by memory), so only their run directory counts. At least 1Mi, less than 8192Ti; unset: no limit.",
-        "x-kubernetes-validations": [
-          {
-            rule: `!isQuantity(${MEMORY_QUANTITY}) || (quantity(${MEMORY_QUANTITY}).compareTo(quantity('${SANDBOX_EPHEMERAL_STORAGE_MIN_BYTES}')) >= 0 && quantity(${MEMORY_QUANTITY}).isLessThan(quantity('${SANDBOX_MEMORY_LIMIT_BYTES}')))`,
-            message: `is out of range; ${EPHEMERAL_STORAGE_RANGE}`,
-          },
-        ],
-      }),
+      bytesQuantity(
+        "Disk per sandbox, e.g. 1Gi (the memory grammar): what it may hold on its node's disk, its root file system's own layer, its run directory and the files its processes removed but hold open. Its agent measures it every 10 s (FSB_DISK_CHECK_INTERVAL_MS) and stops a sandbox past it, as the kubelet evicts a Pod: the sandbox becomes Lost with reason Evicted (failurePolicy AutoRecreate replaces it). gVisor sandboxes keep their root file system's changes in memory (bounded by memory), so only their run directory counts. At least 1Mi, less than 8192Ti; unset: no limit.",
+        SANDBOX_EPHEMERAL_STORAGE_MIN_BYTES,
+        EPHEMERAL_STORAGE_RANGE,
+      ),
     ),
   },
   { additionalProperties: false },
