@@ -417,16 +417,17 @@ describe("SandboxReconciler", () => {
       await settle();
       const evicted = "its disk use, 24.00 MiB (root file system changes and run directory), went past its limit of 16.00 MiB";
       const stopped = [manual, auto].map((sandbox) => ({ sandboxId: sandbox.status?.sandboxID ?? "", state: "stopped" as const, evicted }));
-      for (const seconds of [1, 5, 5]) {
-        advance(seconds);
-        report(AGENT, stopped);
-        await settle();
-      }
+      // No confirmation window: the agent says it stopped them (a sandbox stopped without a word waits 10 s, above).
+      advance(1);
+      report(AGENT, stopped);
+      await settle();
       const lost = await stored("manual");
       assert.equal(lost?.status?.phase, "Lost");
       assert.deepEqual([condition(lost, "Ready")?.reason, condition(lost, "Ready")?.message], ["Evicted", `agent default-0 stopped it: ${evicted}`]);
       assert.ok(client(AGENT).calls.includes(`delete ${manual.status?.sandboxID} 0`), "its stopped instance goes, with what it wrote");
-      advance(1);
+      // AutoRecreate after its recoveryTimeoutSeconds (5), counted from when its agent last answered for it running.
+      advance(5);
+      report(AGENT, stopped.slice(1));
       await settle();
       const replaced = await stored("auto");
       assert.equal(replaced?.status?.phase, "Running");

@@ -480,7 +480,8 @@ export class SandboxReconciler implements Reconciler {
     // an outage), and a pause's end reaches the record after the agent has let its task go.
     seen.missingSince ??= observed.askedAt;
     const missingForMs = observed.askedAt.getTime() - seen.missingSince.getTime();
-    if (missingForMs < MISSING_CONFIRM_MS) return { requeueAfterMs: Math.max(REPORT_RECHECK_MS, MISSING_CONFIRM_MS - missingForMs) };
+    // One its agent says it stopped itself (evicted past its disk limit) is no listing's blink.
+    if (!reported?.evicted && missingForMs < MISSING_CONFIRM_MS) return { requeueAfterMs: Math.max(REPORT_RECHECK_MS, MISSING_CONFIRM_MS - missingForMs) };
     const lost = reported ? lostInstanceCondition(agentName, "stopped", reported.evicted) : lostInstanceCondition(agentName, "missing");
     this.options.logger.warn({ sandbox: key, agent: agentName, sandboxId, reason: lost.reason }, `${lost.message}; marking it Lost`);
     const written = await this.writeStatus(sandbox, { phase: "Lost", endpoints: [], sandboxIP: undefined }, lost, now);
