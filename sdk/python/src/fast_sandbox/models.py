@@ -95,12 +95,14 @@ class SandboxStats:
     memory_limit_bytes: int
     #: Processes and threads in it.
     pids: int
-    #: What it wrote over its image, in bytes.
+    #: What it holds on its node's disk (written over its image, its run directory), in bytes.
     disk_used_bytes: int
     node_cpus: int
     node_memory_bytes: int
     #: Of ``memory_used_bytes``, the page cache (file-backed pages).
     memory_cache_bytes: int = 0
+    #: Its disk limit (its pool's ``sandboxResources.ephemeralStorage``); 0: none.
+    disk_limit_bytes: int = 0
 
     @staticmethod
     def from_message(message: Mapping[str, Any]) -> SandboxStats:
@@ -121,6 +123,7 @@ class SandboxStats:
             node_cpus=number("nodeCpus"),
             node_memory_bytes=number("nodeMemoryBytes"),
             memory_cache_bytes=number("memoryCacheBytes"),
+            disk_limit_bytes=number("diskLimitBytes"),
         )
 
 

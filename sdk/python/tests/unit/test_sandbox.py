@@ -731,7 +731,8 @@ def test_sandbox_stats_read_proto3_json_numbers_as_strings_and_zeros_left_out() 
     assert stats.timestamp is not None and stats.timestamp.timestamp() == 1764800000.5
     assert (stats.cpu_used_millis, stats.cpu_limit_millis, stats.memory_used_bytes) == (250, 500, 64 << 20)
     assert (stats.pids, stats.node_cpus) == (3, 2)
-    assert (stats.memory_limit_bytes, stats.disk_used_bytes, stats.cpu_usage_nanos) == (0, 0, 0)
+    assert (stats.memory_limit_bytes, stats.disk_used_bytes, stats.cpu_usage_nanos, stats.disk_limit_bytes) == (0, 0, 0, 0)
+    assert SandboxStats.from_message({"diskLimitBytes": "16777216"}).disk_limit_bytes == 16 << 20
     assert SandboxStats.from_message({}).timestamp is None
 
 
