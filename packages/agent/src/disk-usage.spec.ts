@@ -6,7 +6,8 @@ import { after, describe, it } from "node:test";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
-import { directoryDiskBytes, openDeletedFileBytes } from "./disk-usage.js";
+import { execFileSync } from "node:child_process";
+import { directoryDiskBytes, openDeletedFileBytes, removeTree } from "./disk-usage.js";
 
 const MIB = 2 ** 20;
 
@@ -39,6 +40,25 @@ describe("directoryDiskBytes", () => {
     ftruncateSync(fd, 1024 * MIB);
     closeSync(fd);
     assert.ok((await directoryDiskBytes(sparse)) < MIB);
+  });
+
+  it("walks, and removes, a tree deeper than PATH_MAX (where a walk by paths fails with ENAMETOOLONG)", async () => {
+    const deep = join(root, "deep");
+    mkdirSync(deep);
+    // 25 directories of 200 characters: 5000 characters below `deep`, past Linux's 4096 (made by
+    // relative paths: a shell's cd tracks the whole path and gives up).
+    const script = [
+      "import os, sys",
+      "os.chdir(sys.argv[1])",
+      "for _ in range(25): os.mkdir('d' * 200); os.chdir('d' * 200)",
+      "open('bottom', 'wb').write(os.urandom(2 * 1048576))",
+    ].join("\n");
+    execFileSync("python3", ["-c", script, deep]);
+    const bytes = await directoryDiskBytes(deep);
+    assert.ok(bytes >= 2 * MIB + 25 * 4096, `${bytes} bytes: the file at the bottom and the 25 directories`);
+    await removeTree(deep);
+    assert.equal(existsSync(deep), false);
+    await removeTree(deep); // nothing there: nothing to do
   });
 
   it("is 0 for a tree that does not exist, and a file's own blocks for a file", async () => {
@@ -86,5 +106,28 @@ describe("openDeletedFileBytes", () => {
       await once(child, "exit");
     }
     assert.equal(await openDeletedFileBytes([child.pid!]), 0, "a process gone holds nothing");
+  });
+
+  it("counts a file mapped, closed and removed: held by the map alone", async () => {
+    const mapped = join(root, "mapped");
+    const script = [
+      "import mmap, os, sys",
+      "path = sys.argv[1]",
+      "fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)",
+      "os.write(fd, os.urandom(3 * 1048576)); os.fsync(fd)",
+      "held = mmap.mmap(fd, 0)",
+      "os.close(fd); os.unlink(path)",
+      "print('ready', flush=True)",
+      "sys.stdin.read()",
+    ].join("\n");
+    const child = spawn("python3", ["-c", script, mapped], { stdio: ["pipe", "pipe", "inherit"] });
+    await once(child.stdout, "data");
+    try {
+      const bytes = await openDeletedFileBytes([child.pid!]);
+      assert.ok(bytes >= 3 * MIB && bytes < 4 * MIB, `${bytes} bytes`);
+    } finally {
+      child.kill("SIGKILL");
+      await once(child, "exit");
+    }
   });
 });

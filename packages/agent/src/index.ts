@@ -28,6 +28,7 @@ export {
   type PreparedTemplate,
 } from "./containerd/prepared-instances.js";
 export { LABEL_RESTORED_FROM } from "./containerd/checkpoints.js";
+export { removeTree } from "./disk-usage.js";
 export { runtimeSpecOf } from "./server/create-request.js";
 export { ContainerdClient, type ContainerdClientOptions } from "./containerd/containerd-client.js";
 export { CONTAINERD_ID_MAX_LENGTH, containerIdOf, isContainerdId, sandboxIdOfContainer } from "./containerd/container-id.js";

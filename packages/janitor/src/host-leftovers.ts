@@ -10,7 +10,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmdirSync, type Dirent } from "node:fs";
-import { lstat, readdir, readFile, rm, rmdir } from "node:fs/promises";
+import { lstat, readdir, readFile, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
@@ -24,6 +24,7 @@ import {
   sandboxLogDir,
   sandboxLogFiles,
   sandboxLogPath,
+  removeTree as removeFileTree,
   sandboxRunDir,
 } from "@fast-sandbox/agent";
 import { isRunning, parseProcessIdentity } from "@fast-sandbox/agent/process-identity";
@@ -540,7 +541,8 @@ async function removePath(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-  await rm(path, { recursive: true, force: true });
+  // A sandbox's run directory may be deeper than PATH_MAX.
+  await removeFileTree(path);
   return true;
 }
 

@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO_ROOT } from "../../support/containerd.js";
@@ -315,6 +315,15 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     assert.ok(calmStats.diskUsedBytes >= 4 * 2 ** 20 && calmStats.diskUsedBytes < DISK_LIMIT_MIB * 2 ** 20, `disk used ${calmStats.diskUsedBytes}`);
     assert.equal((await client.sandboxes.stats(control.metadata.name)).diskLimitBytes, 0);
 
+    // First a tree deeper than PATH_MAX on the node (20 directories of 200 characters), which a walk by
+    // paths (containerd's snapshot usage, Node's fs) fails on: the measure must not fail open.
+    const deepTree = (under: string) => [
+      "sh",
+      "-c",
+      `N=$(printf "%0200d" 0); mkdir -p ${under} && cd ${under} && for i in $(seq 20); do mkdir $N && cd $N || exit 1; done && echo deep`,
+    ];
+    assert.equal((await client.sandboxes.exec(rootHog.metadata.name, deepTree("/deep"))).stdout, "deep\n");
+    assert.equal((await client.sandboxes.exec(runDirHog.metadata.name, deepTree("/.fast-sandbox/run/deep"))).stdout, "deep\n");
     // Past it: 24 MiB in the root file system (its snapshot), and in the run directory (the node's
     // disk, outside the snapshot). A check may land while dd writes: the exec then ends with the sandbox.
     await Promise.all([
@@ -354,6 +363,11 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       assert.equal((await client.sandboxes.exec(sandbox.metadata.name, ["true"])).exitCode, 0);
     }
     for (const sandbox of [calm, rootHog, runDirHog, hiddenHog, control]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+    // Their run directories are gone from the node, the deep one too.
+    const agentsDir = join(embedded.dataDir, "agents");
+    const runDirs = readdirSync(agentsDir).flatMap((agent) => (existsSync(join(agentsDir, agent, "run")) ? readdirSync(join(agentsDir, agent, "run")) : []));
+    for (const sandbox of [rootHog, runDirHog, recreated])
+      assert.ok(!runDirs.includes(sandbox.status?.sandboxID ?? "?"), `${sandbox.status?.sandboxID} left its run directory`);
   });
 
   it("agent limits: a sandbox without limits of its own, on an agent limited to 48Mi, is held to them (its 100 MiB process is OOM-killed)", async () => {

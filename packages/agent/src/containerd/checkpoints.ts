@@ -106,6 +106,7 @@ import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, SHIM_GROUP_ANNOTATION, sand
 // Read at call time only (the runtime module imports this one to build its sub-service).
 import { LABEL_HELPER, LABEL_HELPER_EXEC_AS, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
 import { diskLimitLabels } from "./disk-limit-labels.js";
+import { removeTree } from "../disk-usage.js";
 
 /** On a sandbox restored from a checkpoint: the checkpoint's id. */
 export const LABEL_RESTORED_FROM = "fast-sandbox.io/restored-from";
@@ -627,7 +628,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     };
     try {
       if (await exists(runDir)) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists (its run directory is present)`);
-      undo.push({ step: "run directory", run: () => rm(runDir, { recursive: true, force: true }) });
+      undo.push({ step: "run directory", run: () => removeTree(runDir) });
       // Two independent steps at once: the copy's run directory (what the checkpointed helper had
       // written) and network namespace (its own /etc files), and its snapshot (labelled before the
       // network is known: the namespace has its own record).

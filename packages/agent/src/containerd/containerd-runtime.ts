@@ -95,7 +95,7 @@ import type { SandboxNetworkSettings } from "../network/network-settings.js";
 import type { SharedNetwork } from "../shared-network.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
 import { IpNetworkNamespaces } from "../network/network-namespace.js";
-import { directoryDiskBytes, openDeletedFileBytes } from "../disk-usage.js";
+import { directoryDiskBytes, openDeletedFileBytes, removeTree } from "../disk-usage.js";
 import { LABEL_EVICTED, diskLimitLabels, diskLimitOf, evictedLabel } from "./disk-limit-labels.js";
 
 /** Label carrying the image reference of a sandbox. */
@@ -921,7 +921,7 @@ export class ContainerdRuntime implements Runtime {
     this.claimJournal.remove(sandboxId);
     this.claimedContainers.delete(sandboxId);
     await this.networks?.release(sandboxId);
-    await rm(this.runDir(sandboxId), { recursive: true, force: true });
+    await removeTree(this.runDir(sandboxId));
   }
 
   /** Makes one prepared instance of the template (the cold path, with the helper waiting for a claim). */
@@ -1125,7 +1125,7 @@ export class ContainerdRuntime implements Runtime {
       this.logger.warn({ instance: instance.id, err: error }, "could not remove a dead prepared instance; the janitor must"),
     );
     await this.networks?.release(instance.id);
-    await rm(instance.runDir, { recursive: true, force: true });
+    await removeTree(instance.runDir);
     await removeLog(instance.logPath);
   }
 
@@ -1198,7 +1198,7 @@ export class ContainerdRuntime implements Runtime {
       [...ids].map(async (id) => {
         await this.removeContainer(id, 0);
         await this.networks?.release(id);
-        await rm(this.runDir(id), { recursive: true, force: true });
+        await removeTree(this.runDir(id));
         await removeLog(sandboxLogPath(this.stateDir, id));
       }),
     );
@@ -1280,7 +1280,7 @@ export class ContainerdRuntime implements Runtime {
     const isolated = spec.network?.mode === "isolated";
 
     const undo: { step: string; run: () => Promise<unknown> }[] = [];
-    if (this.helperPath || isolated) undo.push({ step: "run directory", run: () => rm(runDir, { recursive: true, force: true }) });
+    if (this.helperPath || isolated) undo.push({ step: "run directory", run: () => removeTree(runDir) });
     try {
       let network: ClaimedNetwork | undefined;
       let networkMs = 0;
@@ -1537,7 +1537,7 @@ export class ContainerdRuntime implements Runtime {
     this.claimJournal.remove(sandboxId);
     this.claimedContainers.delete(sandboxId);
     await this.networks?.release(sandboxId);
-    await rm(this.runDir(sandboxId), { recursive: true, force: true });
+    await removeTree(this.runDir(sandboxId));
     // What execs of a previous agent process left (this process's own execs remove theirs).
     await this.execFiles.removeLeftovers({ sandboxId, containerId });
     this.logger.debug({ sandboxId, containerId }, "sandbox deleted");
@@ -1809,14 +1809,19 @@ export class ContainerdRuntime implements Runtime {
     const elapsedNanos = windowMs > 0 ? (performance.now() - started) * 1e6 : 0;
     let diskUsedBytes = 0;
     if (options.disk !== false) {
+      const snapshot = { snapshotter: container.snapshotter || this.snapshotter, key: container.snapshotKey || container.id };
       try {
-        const { size } = await this.client.snapshots.usage({
-          snapshotter: container.snapshotter || this.snapshotter,
-          key: container.snapshotKey || container.id,
-        });
+        const { size } = await this.client.snapshots.usage(snapshot);
         diskUsedBytes = Number(size);
       } catch (error) {
-        if (!isNotFound(error)) throw error;
+        if (!isNotFound(error)) {
+          // containerd's walk is by paths: a tree deeper than PATH_MAX fails it (ENAMETOOLONG). Its
+          // upper layer walked by du instead (when it has one: an overlay's upperdir).
+          const { mounts } = await this.client.snapshots.mounts(snapshot);
+          const upper = mounts.flatMap((mount) => mount.options).find((option) => option.startsWith("upperdir="));
+          if (!upper) throw error;
+          diskUsedBytes = await directoryDiskBytes(upper.slice("upperdir=".length));
+        }
       }
       // Its run directory (on the node's disk, outside its snapshot), and files its processes removed
       // but hold open (which no walk sees).

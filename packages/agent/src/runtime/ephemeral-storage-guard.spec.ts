@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { NotFoundError } from "@fast-sandbox/api/core";
 import type { RuntimeSandbox, RuntimeSandboxStats } from "./runtime.js";
-import { EphemeralStorageGuard, evictionReason } from "./ephemeral-storage-guard.js";
+import { EphemeralStorageGuard, FAILED_CHECKS_BEFORE_EVICTION, evictionReason, unmeasurableReason } from "./ephemeral-storage-guard.js";
 
 const MIB = 2 ** 20;
 
@@ -14,6 +14,8 @@ class DiskRuntime {
   listFails = false;
   /** Sandboxes that go between the list and their read. */
   readonly vanishing = new Set<string>();
+  /** Sandboxes whose disk cannot be walked (a tree deeper than PATH_MAX, a walk that times out). */
+  readonly unmeasurable = new Set<string>();
 
   async list(): Promise<RuntimeSandbox[]> {
     if (this.listFails) throw new Error("containerd: connection refused");
@@ -34,6 +36,7 @@ class DiskRuntime {
     assert.equal(options.disk, true, "a check walks the disk");
     const sandbox = this.sandboxes.get(sandboxId);
     if (!sandbox || this.vanishing.has(sandboxId)) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+    if (this.unmeasurable.has(sandboxId)) throw new Error("ENAMETOOLONG: name too long, lstat '/run/sb/000…'");
     this.diskReads.push(sandboxId);
     return {
       timestampMs: 0,
@@ -116,6 +119,35 @@ describe("EphemeralStorageGuard", () => {
       ["b-past"],
     );
     assert.equal(warnings.filter((warning) => /could not/.test(warning)).length, 0, "a sandbox gone is no failure");
+  });
+
+  it("fails closed: a sandbox whose disk use cannot be measured is evicted after a few failed checks in a row; a check that works starts the count again", async () => {
+    const runtime = new DiskRuntime();
+    runtime.sandboxes.set("deep", { ephemeralStorageBytes: MIB, diskUsedBytes: 0 });
+    runtime.sandboxes.set("flaky", { ephemeralStorageBytes: MIB, diskUsedBytes: 0 });
+    runtime.unmeasurable.add("deep");
+    runtime.unmeasurable.add("flaky");
+    const { guard, warnings } = guarded(runtime);
+    for (let pass = 1; pass < FAILED_CHECKS_BEFORE_EVICTION; pass++) await guard.checkAll();
+    assert.equal(runtime.evictions.length, 0, "not at the first failures: one may be a passing fault");
+    assert.equal(warnings.filter((warning) => /could not check a sandbox's disk use/.test(warning)).length, 2 * (FAILED_CHECKS_BEFORE_EVICTION - 1));
+    runtime.unmeasurable.delete("flaky");
+    await guard.checkAll();
+    runtime.unmeasurable.add("flaky");
+    assert.deepEqual(
+      runtime.evictions.map((eviction) => eviction.sandboxId),
+      ["deep"],
+    );
+    assert.equal(runtime.evictions[0]?.reason, unmeasurableReason(FAILED_CHECKS_BEFORE_EVICTION, "ENAMETOOLONG: name too long, lstat '/run/sb/000…'"));
+    assert.match(runtime.evictions[0]?.reason ?? "", /^its disk use could not be measured 3 times in a row \(last: ENAMETOOLONG/);
+    // flaky's count began again after its good check.
+    for (let pass = 1; pass < FAILED_CHECKS_BEFORE_EVICTION; pass++) await guard.checkAll();
+    assert.equal(runtime.evictions.length, 1);
+    await guard.checkAll();
+    assert.deepEqual(
+      runtime.evictions.map((eviction) => eviction.sandboxId),
+      ["deep", "flaky"],
+    );
   });
 
   it("logs a list that fails and tries again at the next pass", async () => {

@@ -15,6 +15,13 @@ import { NotFoundError } from "@fast-sandbox/api/core";
 import type { Runtime } from "./runtime.js";
 import { PeriodicPass } from "../periodic-pass.js";
 
+/**
+ * Checks of one sandbox that fail in a row before it is evicted all the same: a sandbox whose disk
+ * use cannot be measured (a tree made to defeat the walk, a walk that never ends) cannot be held to
+ * its limit, so it fails closed — after a few tries, as one failure may be a passing fault.
+ */
+export const FAILED_CHECKS_BEFORE_EVICTION = 3;
+
 export interface EphemeralStorageGuardOptions {
   runtime: Pick<Runtime, "list" | "stats" | "evict">;
   /** @default 10000 (the kubelet's housekeeping interval) */
@@ -36,11 +43,19 @@ export function evictionReason(usedBytes: number, limitBytes: number): string {
   return `its disk use, ${mib(usedBytes)} (root file system changes and run directory), went past its limit of ${mib(limitBytes)} (the pool's sandboxResources.ephemeralStorage)`;
 }
 
+/** The reason of an eviction of a sandbox whose disk use could not be measured `failed` times in a row. */
+export function unmeasurableReason(failed: number, lastError: string): string {
+  const cut = lastError.length > 300 ? `${lastError.slice(0, 299)}…` : lastError;
+  return `its disk use could not be measured ${failed} times in a row (last: ${cut}), so it cannot be held to its limit (the pool's sandboxResources.ephemeralStorage)`;
+}
+
 export class EphemeralStorageGuard {
   private readonly runtime: EphemeralStorageGuardOptions["runtime"];
   private readonly logger: EphemeralStorageGuardOptions["logger"];
   private readonly onEvicted: EphemeralStorageGuardOptions["onEvicted"];
   private readonly passes: PeriodicPass;
+  /** Failed checks in a row, by sandbox. */
+  private readonly failures = new Map<string, number>();
 
   constructor(options: EphemeralStorageGuardOptions) {
     this.runtime = options.runtime;
@@ -71,22 +86,39 @@ export class EphemeralStorageGuard {
       this.logger?.warn({ err: error }, "could not list the sandboxes to check their disk use; trying again at the next interval");
       return;
     }
+    const listedIds = new Set(listed.map((sandbox) => sandbox.sandboxId));
+    for (const id of this.failures.keys()) if (!listedIds.has(id)) this.failures.delete(id);
     for (const sandbox of listed) {
       const limit = sandbox.ephemeralStorageBytes;
       // A paused one (a checkpoint in flight) is left to the next pass.
       if (limit === undefined || sandbox.state !== "running" || sandbox.checkpointing || sandbox.evicted) continue;
+      let reason: string;
+      let diskUsedBytes: number | undefined;
       try {
-        const { diskUsedBytes } = await this.runtime.stats(sandbox.sandboxId, 0, { disk: true });
+        ({ diskUsedBytes } = await this.runtime.stats(sandbox.sandboxId, 0, { disk: true }));
+        this.failures.delete(sandbox.sandboxId);
         if (diskUsedBytes <= limit) continue;
-        const reason = evictionReason(diskUsedBytes, limit);
-        this.logger?.warn({ sandboxId: sandbox.sandboxId, diskUsedBytes, limitBytes: limit }, `evicting a sandbox: ${reason}`);
-        await this.runtime.evict(sandbox.sandboxId, reason);
-        this.onEvicted?.(sandbox.sandboxId);
+        reason = evictionReason(diskUsedBytes, limit);
       } catch (error) {
         // Gone between the list and now: nothing to guard.
-        if (!(error instanceof NotFoundError)) {
-          this.logger?.warn({ sandboxId: sandbox.sandboxId, err: error }, "could not check a sandbox's disk use; trying again at the next interval");
+        if (error instanceof NotFoundError) continue;
+        const failed = (this.failures.get(sandbox.sandboxId) ?? 0) + 1;
+        this.failures.set(sandbox.sandboxId, failed);
+        const message = error instanceof Error ? error.message : String(error);
+        if (failed < FAILED_CHECKS_BEFORE_EVICTION) {
+          this.logger?.warn({ sandboxId: sandbox.sandboxId, err: error, failed }, "could not check a sandbox's disk use; trying again at the next interval");
+          continue;
         }
+        reason = unmeasurableReason(failed, message);
+      }
+      try {
+        this.logger?.warn({ sandboxId: sandbox.sandboxId, diskUsedBytes, limitBytes: limit }, `evicting a sandbox: ${reason}`);
+        await this.runtime.evict(sandbox.sandboxId, reason);
+        this.failures.delete(sandbox.sandboxId);
+        this.onEvicted?.(sandbox.sandboxId);
+      } catch (error) {
+        if (!(error instanceof NotFoundError))
+          this.logger?.warn({ sandboxId: sandbox.sandboxId, err: error }, "could not evict a sandbox; trying again at the next interval");
       }
     }
   }
