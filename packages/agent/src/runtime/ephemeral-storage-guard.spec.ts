@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { NotFoundError } from "@fast-sandbox/api/core";
+import { FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api/core";
 import type { RuntimeSandbox, RuntimeSandboxStats } from "./runtime.js";
 import { EphemeralStorageGuard, FAILED_CHECKS_BEFORE_EVICTION, evictionReason, unmeasurableReason } from "./ephemeral-storage-guard.js";
 
@@ -16,6 +16,8 @@ class DiskRuntime {
   readonly vanishing = new Set<string>();
   /** Sandboxes whose disk cannot be walked (a tree deeper than PATH_MAX, a walk that times out). */
   readonly unmeasurable = new Set<string>();
+  /** What a read throws while the runtime is away (containerd restarting) or late; none: it answers. */
+  runtimeAway: Error | undefined;
 
   async list(): Promise<RuntimeSandbox[]> {
     if (this.listFails) throw new Error("containerd: connection refused");
@@ -36,6 +38,7 @@ class DiskRuntime {
     assert.equal(options.disk, true, "a check walks the disk");
     const sandbox = this.sandboxes.get(sandboxId);
     if (!sandbox || this.vanishing.has(sandboxId)) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+    if (this.runtimeAway) throw this.runtimeAway;
     if (this.unmeasurable.has(sandboxId)) throw new Error("ENAMETOOLONG: name too long, lstat '/run/sb/000…'");
     this.diskReads.push(sandboxId);
     return {
@@ -148,6 +151,21 @@ describe("EphemeralStorageGuard", () => {
       runtime.evictions.map((eviction) => eviction.sandboxId),
       ["deep", "flaky"],
     );
+  });
+
+  it("does not count checks that failed because the runtime was away or late: no fault of the sandbox", async () => {
+    const runtime = new DiskRuntime();
+    runtime.sandboxes.set("fine", { ephemeralStorageBytes: MIB, diskUsedBytes: 0 });
+    const { guard, warnings } = guarded(runtime);
+    for (const away of [
+      new UnavailableError("containerd Snapshots/Usage: connection refused (is containerd running and is its socket reachable?)"),
+      new FsbError("deadline_exceeded", "containerd Snapshots/Usage: deadline exceeded"),
+    ]) {
+      runtime.runtimeAway = away;
+      for (let pass = 0; pass < 2 * FAILED_CHECKS_BEFORE_EVICTION; pass++) await guard.checkAll();
+    }
+    assert.equal(runtime.evictions.length, 0);
+    assert.match(warnings.join("\n"), /the runtime did not answer/);
   });
 
   it("logs a list that fails and tries again at the next pass", async () => {

@@ -11,14 +11,16 @@
  * Sandboxes without a limit cost nothing but the list.
  */
 import type { Logger } from "pino";
-import { NotFoundError } from "@fast-sandbox/api/core";
+import { FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api/core";
 import type { Runtime } from "./runtime.js";
 import { PeriodicPass } from "../periodic-pass.js";
 
 /**
  * Checks of one sandbox that fail in a row before it is evicted all the same: a sandbox whose disk
  * use cannot be measured (a tree made to defeat the walk, a walk that never ends) cannot be held to
- * its limit, so it fails closed — after a few tries, as one failure may be a passing fault.
+ * its limit, so it fails closed — after a few tries, as one failure may be a passing fault. A check
+ * that fails because the runtime is away or late (containerd restarting, overloaded) says nothing
+ * of the sandbox and does not count.
  */
 export const FAILED_CHECKS_BEFORE_EVICTION = 3;
 
@@ -41,6 +43,11 @@ function mib(bytes: number): string {
 /** The reason an eviction records (and its sandbox's Lost condition shows, behind "agent X stopped it: "). */
 export function evictionReason(usedBytes: number, limitBytes: number): string {
   return `its disk use, ${mib(usedBytes)} (root file system changes and run directory), went past its limit of ${mib(limitBytes)} (the pool's sandboxResources.ephemeralStorage)`;
+}
+
+/** The runtime is away or answered too late (containerd restarting, overloaded): no fault of the sandbox. */
+function runtimeAway(error: unknown): boolean {
+  return error instanceof UnavailableError || (error instanceof FsbError && error.code === "deadline_exceeded");
 }
 
 /** The reason of an eviction of a sandbox whose disk use could not be measured `failed` times in a row. */
@@ -102,6 +109,13 @@ export class EphemeralStorageGuard {
       } catch (error) {
         // Gone between the list and now: nothing to guard.
         if (error instanceof NotFoundError) continue;
+        if (runtimeAway(error)) {
+          this.logger?.warn(
+            { sandboxId: sandbox.sandboxId, err: error },
+            "could not check a sandbox's disk use: the runtime did not answer; trying again at the next interval",
+          );
+          continue;
+        }
         const failed = (this.failures.get(sandbox.sandboxId) ?? 0) + 1;
         this.failures.set(sandbox.sandboxId, failed);
         const message = error instanceof Error ? error.message : String(error);
