@@ -2,7 +2,7 @@
  * What a sandbox holds on its node's disk, as `du` counts it: the blocks of every file, directory
  * and symbolic link of a tree (a symbolic link is not followed; a file with several links there is
  * counted once; a sparse file's holes are not) — and what a walk cannot see: files its processes
- * removed but hold open, whose blocks stay taken until the last descriptor closes (`lsof +L1`).
+ * removed but hold open or mapped, whose blocks stay taken until the last holder lets go (`lsof +L1`).
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";

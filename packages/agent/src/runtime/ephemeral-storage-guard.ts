@@ -2,8 +2,8 @@
  * Holds each sandbox to its disk limit (its pool's sandboxResources.ephemeralStorage) the way the
  * kubelet holds a Pod to its ephemeral-storage limit: by measuring, not by a quota (a node's
  * overlayfs on ext4 has none to give). Every `intervalMs` the guard reads the disk use of each
- * running sandbox that has a limit — its snapshot's usage and its run directory, walked as `du`
- * does, and the files its processes removed but hold open (which no walk sees) — and evicts one
+ * running sandbox that has a limit — its snapshot's usage and its run directory, walked by `du`,
+ * and the files its processes removed but hold open or mapped (which no walk sees) — and evicts one
  * past it: every process of it is killed, the reason recorded with it. Its
  * agent reports it stopped and evicted; the control plane marks it Lost, reason Evicted, and its
  * failurePolicy decides (AutoRecreate: a new instance on a fresh root file system). A sandbox can

@@ -225,7 +225,7 @@ export interface Runtime {
   /**
    * The sandbox's resource use now: its cgroup read twice, `windowMs` apart, for its CPU use (0:
    * read once, `cpuUsedMillis` 0); its disk use, its snapshot's usage, its run directory's (walks
-   * of what it wrote) and the files its processes removed but hold open (left out, as 0, with
+   * of what it wrote) and the files its processes removed but hold open or mapped (left out, as 0, with
    * `disk: false`). Throws NotFoundError for a sandbox this
    * agent does not hold.
    */

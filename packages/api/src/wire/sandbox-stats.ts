@@ -22,7 +22,7 @@ export interface SandboxStats {
   memoryLimitBytes: number;
   /** Processes and threads in it. */
   pids: number;
-  /** What it holds on its node's disk: what it wrote over its image (its root file system's own layer) and its run directory, in bytes. */
+  /** What it holds on its node's disk: what it wrote over its image (its root file system's own layer), its run directory and the files its processes removed but hold, in bytes. */
   diskUsedBytes: number;
   /** Its disk limit (its pool's sandboxResources.ephemeralStorage); 0: none. */
   diskLimitBytes: number;
