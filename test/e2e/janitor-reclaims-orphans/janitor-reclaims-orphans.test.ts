@@ -355,11 +355,13 @@ describe("the janitor process the embedded control plane supervises", () => {
     await waitFor(() => !containers(ns).includes("orphan-1"), 30_000, "the supervised janitor to reclaim orphan-1");
     // Removed before its container: ctr's stdio FIFOs for its task.
     assert.deepEqual(containerdFifos("orphan-1"), []);
-    // No record and no agent: whichever the janitor saw first names the reason.
-    const metrics = await (await fetch(janitor.metricsUrl ?? "")).text();
-    const reclaimed = (reason: string) => Number(new RegExp(`^fsb_janitor_orphans_reclaimed_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
-    assert.equal(reclaimed("agent_gone") + reclaimed("record_gone"), 1, metrics);
-    assert.equal(reclaimed("anchor_orphaned"), 0);
+    // No record and no agent: whichever the janitor saw first names the reason. The janitor counts
+    // an orphan once all it held is gone, a moment after the container disappears from the list.
+    const reclaimed = (metrics: string, reason: string) =>
+      Number(new RegExp(`^fsb_janitor_orphans_reclaimed_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
+    const metrics = await metricsOnceThey(janitor.metricsUrl ?? "", (text) => reclaimed(text, "agent_gone") + reclaimed(text, "record_gone") >= 1);
+    assert.equal(reclaimed(metrics, "agent_gone") + reclaimed(metrics, "record_gone"), 1, metrics);
+    assert.equal(reclaimed(metrics, "anchor_orphaned"), 0);
     assert.ok(containers(ns).includes("plain"));
     assert.ok(
       containers(ns).some((id) => id.startsWith("fsb-anchor.live-0.")),
@@ -387,7 +389,26 @@ describe("the janitor process the embedded control plane supervises", () => {
     await waitFor(() => !existsSync(join(checkpoints, "gone")), 30_000, "the supervised janitor to remove the gone pool's checkpoint directory");
     assert.ok(existsSync(join(checkpoints, "live", "ck-1", "checkpoint.img")), "the live pool's checkpoints stay");
     await waitFor(() => janitor.metricsUrl !== undefined, 30_000, "the janitor's metrics endpoint");
-    const metrics = await (await fetch(janitor.metricsUrl ?? "")).text();
+    // Counted once the directory, moved aside first, is deleted: a moment after it disappears.
+    const counted = /^fsb_janitor_objects_removed_total\{kind="checkpoint_dir",reason="pool_gone"\} (\d+)$/m;
+    const metrics = await metricsOnceThey(janitor.metricsUrl ?? "", (text) => counted.test(text));
     assert.match(metrics, /^fsb_janitor_objects_removed_total\{kind="checkpoint_dir",reason="pool_gone"\} 1$/m);
   });
 });
+
+/** The janitor's /metrics once `ready` holds of them (its last text, for the assertion, after 10 s). */
+async function metricsOnceThey(url: string, ready: (metrics: string) => boolean): Promise<string> {
+  let metrics = "";
+  await waitFor(
+    async () => {
+      metrics = await fetch(url).then(
+        async (response) => response.text(),
+        (error: unknown) => String(error),
+      );
+      return ready(metrics);
+    },
+    10_000,
+    "the janitor's metrics to count it",
+  ).catch(() => undefined);
+  return metrics;
+}
