@@ -272,10 +272,19 @@ export async function watch<T>(
 
 // --- Cleaning up ---
 
-/** Deletes the case's sandboxes first, while their agents run (their cleanup needs them), then its namespace. */
+/**
+ * Deletes the case's sandboxes first, while their agents run (their cleanup needs them), then its
+ * pools and Pods, then its namespace, without waiting for it to go. The namespace goes last, empty:
+ * the namespace controller, finding Pods still terminating when it deletes a namespace's content,
+ * looks again only after half their grace period (16 s for an agent's 30 s), however fast they end;
+ * and it starts 5 s after the deletion at the earliest (what is left then is Secrets and service
+ * accounts; the suite's last test waits for every namespace it made to be gone).
+ */
 export async function deleteCaseNamespace(suite: KubernetesSuiteContext, namespace: string): Promise<void> {
   await suite.kubectl("-n", namespace, "delete", SANDBOXES, "--all", "--timeout=120s");
-  await suite.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=180s");
+  await suite.kubectl("-n", namespace, "delete", SANDBOX_POOLS, "--all", "--wait=true", "--timeout=60s");
+  await suite.kubectl("-n", namespace, "delete", "pods", "--all", "--wait=true", "--timeout=60s");
+  await suite.kubectl("delete", "namespace", namespace, "--wait=false");
 }
 
 /** Deletes the pool's sandboxes, then the pool, and waits until its agent Pods are gone (those being deleted too). */
