@@ -106,7 +106,7 @@ describe("EphemeralStorageGuard", () => {
   it("says by how much, in MiB, and where the limit comes from", () => {
     assert.equal(
       evictionReason(24.5 * MIB, 16 * MIB),
-      "its disk use, 24.50 MiB (root file system changes and run directory), went past its limit of 16.00 MiB (the pool's sandboxResources.ephemeralStorage)",
+      "its disk use, 24.50 MiB (root file system changes, run directory and removed files still held open), went past its limit of 16.00 MiB (the pool's sandboxResources.ephemeralStorage)",
     );
   });
 

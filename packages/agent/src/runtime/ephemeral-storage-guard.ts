@@ -42,7 +42,7 @@ function mib(bytes: number): string {
 
 /** The reason an eviction records (and its sandbox's Lost condition shows, behind "agent X stopped it: "). */
 export function evictionReason(usedBytes: number, limitBytes: number): string {
-  return `its disk use, ${mib(usedBytes)} (root file system changes and run directory), went past its limit of ${mib(limitBytes)} (the pool's sandboxResources.ephemeralStorage)`;
+  return `its disk use, ${mib(usedBytes)} (root file system changes, run directory and removed files still held open), went past its limit of ${mib(limitBytes)} (the pool's sandboxResources.ephemeralStorage)`;
 }
 
 /** The runtime is away or answered too late (containerd restarting, overloaded): no fault of the sandbox. */

@@ -415,7 +415,7 @@ describe("SandboxReconciler", () => {
       const manual = await manager.create({ name: "manual", spec: spec() });
       const auto = await manager.create({ name: "auto", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
       await settle();
-      const evicted = "its disk use, 24.00 MiB (root file system changes and run directory), went past its limit of 16.00 MiB";
+      const evicted = "its disk use, 24.00 MiB (root file system changes, run directory and removed files still held open), went past its limit of 16.00 MiB";
       const stopped = [manual, auto].map((sandbox) => ({ sandboxId: sandbox.status?.sandboxID ?? "", state: "stopped" as const, evicted }));
       // No confirmation window: the agent says it stopped them (a sandbox stopped without a word waits 10 s, above).
       advance(1);
