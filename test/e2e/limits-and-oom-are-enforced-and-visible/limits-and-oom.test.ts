@@ -370,6 +370,46 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       assert.ok(!runDirs.includes(sandbox.status?.sandboxID ?? "?"), `${sandbox.status?.sandboxID} left its run directory`);
   });
 
+  it("disk: an AutoRecreate sandbox whose command fills its disk at once is recreated with a back-off (at once, then 10 s, then 20 s after each loss), not in a loop", async () => {
+    const { client } = embedded;
+    const filler = await client.sandboxes.create({
+      image: BASE_IMAGE,
+      command: ["sh", "-c", "dd if=/dev/zero of=/fill bs=1048576 count=24 2>/dev/null; sleep 3600"],
+      pool: "disk-limited",
+      failurePolicy: "AutoRecreate",
+      recoveryTimeoutSeconds: 1,
+    });
+    const name = filler.metadata.name;
+    /** The sandbox once it is Lost with `recreations` recreations, backing off (its Ready message saying so). */
+    const backingOff = async (recreations: number) => {
+      let seen = await client.sandboxes.get(name);
+      await waitFor(
+        async () => {
+          seen = await client.sandboxes.get(name);
+          const ready = seen.status?.conditions?.find((c) => c.type === "Ready");
+          return seen.status?.phase === "Lost" && (seen.status.recreations ?? 0) === recreations && /AutoRecreate backs off/.test(ready?.message ?? "");
+        },
+        60_000,
+        `the filler Lost after ${recreations} recreation(s), backing off`,
+      );
+      return seen.status?.conditions?.find((c) => c.type === "Ready");
+    };
+    // Its first instance is evicted and replaced at once; the second, lost seconds after it was made, waits 10 s.
+    const first = await backingOff(1);
+    assert.equal(first?.reason, "Evicted");
+    assert.match(
+      first?.message ?? "",
+      /^agent \S+ stopped it: its disk use, .*; AutoRecreate backs off: a new instance at \S+, 10s after the loss \(its new instance was lost within 10 minutes of being made\)$/,
+    );
+    // Then a third instance, lost as fast: 20 s. Without a back-off an instance would be made every check.
+    const second = await backingOff(2);
+    assert.match(second?.message ?? "", /, 20s after the loss \(its last 2 new instances were each lost within 10 minutes of being made\)$/);
+    await sleep(5_000);
+    const still = await client.sandboxes.get(name);
+    assert.deepEqual([still.status?.phase, still.status?.recreations], ["Lost", 2], "no new instance 5 s into a back-off of 20 s");
+    await client.sandboxes.delete(name, { gracePeriodMs: 0 });
+  });
+
   it("agent limits: a sandbox without limits of its own, on an agent limited to 48Mi, is held to them (its 100 MiB process is OOM-killed)", async () => {
     const { client, cgroupRoot, containerdNamespace } = embedded;
     const allocate = "head -c 100m /dev/zero | sh -c 'echo 1000 > /proc/self/oom_score_adj && exec tail'; echo tail-exited-$?; sleep 3600";

@@ -435,6 +435,67 @@ describe("SandboxReconciler", () => {
       assert.equal(condition(replaced, "Recreated")?.reason, "InstanceLost");
     });
 
+    it("AutoRecreate backs off a sandbox whose instances keep being lost soon after they are made (at once, then 10 s, 20 s from the loss), and starts over after one ran 10 minutes", async () => {
+      const first = await manager.create({ name: "auto", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
+      await settle();
+      const evicted = "its disk use, 24.00 MiB (root file system changes, run directory and removed files still held open), went past its limit of 16.00 MiB";
+      /** Its instance now, evicted by its agent; answers the instance lost. */
+      const evict = async (): Promise<string> => {
+        const sandboxId = (await stored("auto"))?.status?.sandboxID ?? "";
+        advance(1);
+        report(AGENT, [{ sandboxId, state: "stopped", evicted }]);
+        await settle();
+        return sandboxId;
+      };
+      /** Reports nothing held and lets `seconds` pass; answers the instance the sandbox has then. */
+      const after = async (seconds: number): Promise<Sandbox | undefined> => {
+        advance(seconds);
+        report(AGENT, []);
+        await settle();
+        return stored("auto");
+      };
+      // The first loss: replaced once recoveryTimeoutSeconds (5) passed, as without a back-off.
+      assert.equal(await evict(), first.status?.sandboxID);
+      assert.equal((await stored("auto"))?.status?.phase, "Lost");
+      const second = await after(5);
+      assert.equal(second?.status?.phase, "Running");
+      assert.equal(second?.status?.recreations, 1);
+      // Lost 1 s after it was made: 10 s from the loss.
+      await evict();
+      const waiting = await after(8);
+      assert.equal(waiting?.status?.phase, "Lost", "8 s after the second loss in a row");
+      assert.equal(condition(waiting, "Ready")?.reason, "Evicted");
+      assert.match(
+        condition(waiting, "Ready")?.message ?? "",
+        /^agent default-0 stopped it: its disk use.*; AutoRecreate backs off: a new instance at \S+, 10s after the loss \(its new instance was lost within 10 minutes of being made\)$/,
+      );
+      const third = await after(2);
+      assert.equal(third?.status?.phase, "Running", "10 s after the loss");
+      assert.equal(third?.status?.recreations, 2);
+      assert.equal(condition(third, "Ready")?.reason, "Started");
+      // Lost again soon: 20 s.
+      await evict();
+      assert.equal((await after(18))?.status?.phase, "Lost", "18 s after the third loss in a row");
+      assert.match(
+        condition(await stored("auto"), "Ready")?.message ?? "",
+        /; AutoRecreate backs off: a new instance at \S+, 20s after the loss \(its last 2 new instances were each lost within 10 minutes of being made\)$/,
+      );
+      const fourth = await after(2);
+      assert.equal(fourth?.status?.phase, "Running", "20 s after the loss");
+      // One that ran 10 minutes: the count starts over. Replaced at once (recoveryTimeoutSeconds
+      // counts from when its agent last answered for it running: long past).
+      for (let minute = 0; minute < 10; minute += 1) {
+        advance(60);
+        report(AGENT, [{ sandboxId: fourth?.status?.sandboxID ?? "", state: "running" }]);
+        await settle();
+      }
+      assert.equal(await evict(), fourth?.status?.sandboxID);
+      const fifth = await stored("auto");
+      assert.equal(fifth?.status?.phase, "Running", "replaced at once after an instance that ran 10 minutes");
+      assert.notEqual(fifth?.status?.sandboxID, fourth?.status?.sandboxID);
+      assert.equal(fifth?.status?.recreations, 4);
+    });
+
     it("a sandbox whose instance was lost and whose first recreate failed is recreated for the same reason (InstanceLost)", async () => {
       const auto = await manager.create({ name: "auto", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
       await settle();

@@ -37,6 +37,7 @@ import { Controller, type ReconcileResult, type Reconciler } from "../controller
 import type { Informer } from "../controller/informer.js";
 import { objectKey, parseObjectKey } from "../controller/object-key.js";
 import { LOST_INSTANCE_REASONS, lostInstanceCondition } from "./lost-instance.js";
+import { RECREATE_BACK_OFF_RESET_MS, RecreateBackOff } from "./recreate-back-off.js";
 import { SANDBOXES_BY_AGENT, sandboxInformer, sandboxesByAgent } from "./sandbox-informer.js";
 
 /** @default 30 */
@@ -47,6 +48,8 @@ const BUSY_RECHECK_MS = 1000;
 const REPORT_RECHECK_MS = 1000;
 /** How long the reports of a Running sandbox's answering agent must lack it before it counts as vanished. */
 const MISSING_CONFIRM_MS = 10_000;
+/** Where the note of AutoRecreate's back-off starts in a Lost sandbox's Ready message (after the loss's own message). */
+const BACK_OFF_NOTE = "; AutoRecreate backs off: ";
 /** How soon a sandbox that could not be placed is tried again. */
 const PLACEMENT_RETRY_MS = 3000;
 /**
@@ -123,6 +126,8 @@ export class SandboxReconciler implements Reconciler {
   private readonly goneSince = new Map<string, Date>();
   /** Running sandboxes: the resourceVersion last seen, since when it has been seen, and since when (a report asked for then) its agent has not reported it, by key. */
   private readonly runningSeen = new Map<string, { resourceVersion: string; since: Date; missingSince?: Date }>();
+  /** AutoRecreate's back-off for sandboxes whose instances keep being lost. */
+  private readonly recreateBackOff = new RecreateBackOff();
 
   constructor(options: SandboxReconcilerOptions) {
     this.options = options;
@@ -190,6 +195,7 @@ export class SandboxReconciler implements Reconciler {
       this.boundSince.delete(key);
       this.placementFailedAt.delete(key);
       this.runningSeen.delete(key);
+      this.recreateBackOff.forget(key);
       return;
     }
     const { manager } = this.options;
@@ -429,6 +435,10 @@ export class SandboxReconciler implements Reconciler {
         phase === "Lost" &&
         connectivity?.connected === true &&
         (LOST_INSTANCE_REASONS.has(ready?.reason ?? "") || (ready?.reason === "RecreateFailed" && failedAttempt?.reason === "InstanceLost"));
+      if (instanceLost) {
+        const backOffMs = await this.recreateBackOffMs(sandbox, key, now);
+        if (backOffMs > 0) return { requeueAfterMs: backOffMs };
+      }
       return this.unlessBusy(await manager.replaceInstance(sandbox, instanceLost ? "InstanceLost" : "AgentLost"));
     }
     if (phase === "Running") {
@@ -488,6 +498,36 @@ export class SandboxReconciler implements Reconciler {
     this.options.registry.release(key);
     // A stopped instance still holds its slot and ports on the agent: it goes (or the next report tries again).
     if (reported) return this.removeLostInstance(written, key);
+  }
+
+  /**
+   * How long a Lost sandbox whose own instance was lost still waits before AutoRecreate replaces it
+   * (RecreateBackOff: 0 for the first loss; more for an instance lost soon after it was made). While
+   * it waits, its Ready condition says so (the reason of the loss kept).
+   */
+  private async recreateBackOffMs(sandbox: Sandbox, key: string, now: Date): Promise<number> {
+    const ready = sandbox.status?.conditions?.find((c) => c.type === "Ready");
+    const made = sandbox.status?.conditions?.find((c) => c.type === "Recreated" && c.status === "True");
+    const { delayMs, untilMs, inARow } = this.recreateBackOff.delay({
+      key,
+      sandboxId: sandbox.status?.sandboxID ?? "",
+      madeAtMs: Date.parse(made?.lastTransitionTime ?? "") || undefined,
+      lostAtMs: Date.parse(ready?.lastTransitionTime ?? "") || now.getTime(),
+    });
+    const remainingMs = untilMs - now.getTime();
+    if (remainingMs <= 0 || !ready) return 0;
+    const base = (ready.message ?? "").split(BACK_OFF_NOTE)[0] ?? "";
+    const quickly = `lost within ${RECREATE_BACK_OFF_RESET_MS / 60_000} minutes of being made`;
+    const which = inARow === 1 ? `its new instance was ${quickly}` : `its last ${inARow} new instances were each ${quickly}`;
+    const message = `${base}${BACK_OFF_NOTE}a new instance at ${new Date(untilMs).toISOString()}, ${delayMs / 1000}s after the loss (${which})`;
+    if (ready.message !== message) {
+      this.options.logger.warn(
+        { sandbox: key, sandboxId: sandbox.status?.sandboxID, delayMs, newInstancesLostInARow: inARow },
+        "AutoRecreate backs off: the sandbox's instances keep being lost",
+      );
+      await this.writeStatus(sandbox, {}, { ...ready, message }, now);
+    }
+    return remainingMs;
   }
 
   /** Removes a Lost sandbox's stopped instance from its agent; a failure is logged and tried again soon. */
